@@ -1,0 +1,205 @@
+package wire
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Dir is the direction of a packet relative to the client.
+type Dir uint8
+
+const (
+	Received Dir = iota // from the broker
+	Sent                // to the broker
+)
+
+// origin anchors every timestamp of this package to the monotonic clock, so
+// that a wall-clock jump (NTP on a gateway that booted without RTC) cannot
+// look like a dead link.
+var origin = time.Now()
+
+func mono() int64 { return int64(time.Since(origin)) }
+
+func monoTime(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return origin.Add(time.Duration(v))
+}
+
+// Conn is a net.Conn whose traffic is observed packet by packet. Reads and
+// writes pass through untouched; the parsers only look at the bytes.
+type Conn struct {
+	net.Conn
+
+	rmu sync.Mutex
+	rp  Parser
+	wmu sync.Mutex
+	wp  Parser
+
+	bytesIn, bytesOut     atomic.Uint64
+	packetsIn, packetsOut atomic.Uint64
+	lastRecv              atomic.Int64 // mono time of the last complete packet received
+	pingSent              atomic.Int64 // mono time of the outstanding PINGREQ, 0 when none
+	rtt                   atomic.Int64
+
+	hook func(Dir, Header)
+
+	closeOnce sync.Once
+	done      chan struct{}
+	causeMu   sync.Mutex
+	cause     error
+}
+
+// NewConn wraps c. hook, if not nil, is called for every complete packet in
+// either direction, on the reading or writing goroutine: it must be quick.
+func NewConn(c net.Conn, hook func(Dir, Header)) *Conn {
+	w := &Conn{Conn: c, hook: hook, done: make(chan struct{})}
+	// The connection counts as alive from the moment it exists; the first
+	// packet received (CONNACK) refines it.
+	w.lastRecv.Store(mono())
+	return w
+}
+
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.bytesIn.Add(uint64(n))
+		c.rmu.Lock()
+		c.rp.Feed(p[:n], c.received)
+		c.rmu.Unlock()
+	}
+	return n, err
+}
+
+func (c *Conn) received(h Header) {
+	now := mono()
+	c.packetsIn.Add(1)
+	c.lastRecv.Store(now)
+	if h.Type == PINGRESP {
+		if sent := c.pingSent.Swap(0); sent != 0 {
+			c.rtt.Store(now - sent)
+		}
+	}
+	if c.hook != nil {
+		c.hook(Received, h)
+	}
+}
+
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.write(p)
+}
+
+// write must be called with wmu held.
+func (c *Conn) write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.bytesOut.Add(uint64(n))
+		c.wp.Feed(p[:n], c.sent)
+	}
+	return n, err
+}
+
+func (c *Conn) sent(h Header) {
+	c.packetsOut.Add(1)
+	if h.Type == PINGREQ {
+		c.pingSent.CompareAndSwap(0, mono())
+	}
+	if c.hook != nil {
+		c.hook(Sent, h)
+	}
+}
+
+var pingreq = []byte{PINGREQ << 4, 0}
+
+// ErrBusy is returned by SendPing when a write is in progress or a packet is
+// half written; the caller tries again at its next tick.
+var ErrBusy = errors.New("wire: connection busy writing")
+
+// SendPing writes a PINGREQ between two packets. It never waits behind a
+// blocked writer (a full send buffer is itself a sign of a dying link, which
+// the caller detects from the silence), and bounds its own write by timeout.
+func (c *Conn) SendPing(timeout time.Duration) error {
+	if !c.wmu.TryLock() {
+		return ErrBusy
+	}
+	defer c.wmu.Unlock()
+	if !c.wp.AtBoundary() {
+		return ErrBusy
+	}
+	if c.pingSent.Load() != 0 {
+		return nil // one outstanding ping is enough to measure and to detect
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := c.write(pingreq)
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// CloseWithError closes the connection and records why, unless a cause was
+// already recorded. The cause is what the client reports instead of the
+// read error paho sees ("use of closed network connection").
+func (c *Conn) CloseWithError(cause error) error {
+	c.causeMu.Lock()
+	if c.cause == nil {
+		c.cause = cause
+	}
+	c.causeMu.Unlock()
+	return c.Close()
+}
+
+// Close closes the underlying connection once.
+func (c *Conn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() {
+		close(c.done)
+		err = c.Conn.Close()
+	})
+	return err
+}
+
+// Cause is the error given to CloseWithError, or nil.
+func (c *Conn) Cause() error {
+	c.causeMu.Lock()
+	defer c.causeMu.Unlock()
+	return c.cause
+}
+
+// Done is closed once Close has been called.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Stats is a snapshot of what crossed the connection.
+type Stats struct {
+	BytesIn, BytesOut     uint64
+	PacketsIn, PacketsOut uint64
+	LastReceived          time.Time     // last complete packet from the broker
+	SinceReceived         time.Duration // monotonic age of LastReceived
+	RTT                   time.Duration // last PINGREQ→PINGRESP round trip, 0 if none yet
+	PingOutstanding       time.Duration // age of the unanswered PINGREQ, 0 if none
+}
+
+// Stats reads the counters without locking.
+func (c *Conn) Stats() Stats {
+	now := mono()
+	last := c.lastRecv.Load()
+	s := Stats{
+		BytesIn:       c.bytesIn.Load(),
+		BytesOut:      c.bytesOut.Load(),
+		PacketsIn:     c.packetsIn.Load(),
+		PacketsOut:    c.packetsOut.Load(),
+		SinceReceived: time.Duration(now - last),
+		RTT:           time.Duration(c.rtt.Load()),
+	}
+	if s.PacketsIn > 0 {
+		s.LastReceived = monoTime(last)
+	}
+	if p := c.pingSent.Load(); p != 0 {
+		s.PingOutstanding = time.Duration(now - p)
+	}
+	return s
+}

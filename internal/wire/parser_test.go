@@ -1,0 +1,94 @@
+package wire
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParserSplitsPacketsAcrossAnyChunking(t *testing.T) {
+	// PUBLISH QoS1 (topic "a/b", id 0x1234, payload "hi"), PINGREQ, PUBACK id 7,
+	// and a PUBLISH whose remaining length needs two bytes (200).
+	stream := []byte{0x32, 9, 0, 3, 'a', '/', 'b', 0x12, 0x34, 'h', 'i', 0xC0, 0, 0x40, 2, 0, 7}
+	big := append([]byte{0x30, 0xC8, 0x01, 0, 1, 'x'}, make([]byte, 197)...)
+	stream = append(stream, big...)
+	want := []Header{
+		{Type: PUBLISH, Flags: 2, Len: 9, Head: [4]byte{0, 3, 'a', '/'}},
+		{Type: PINGREQ},
+		{Type: PUBACK, Len: 2, Head: [4]byte{0, 7}},
+		{Type: PUBLISH, Len: 200, Head: [4]byte{0, 1, 'x', 0}},
+	}
+	for _, chunk := range []int{1, 2, 3, 5, 7, len(stream)} {
+		var got []Header
+		var ps Parser
+		for i := 0; i < len(stream); i += chunk {
+			ps.Feed(stream[i:min(i+chunk, len(stream))], func(h Header) { got = append(got, h) })
+		}
+		require.Equal(t, want, got, "chunk size %d", chunk)
+		require.True(t, ps.AtBoundary())
+	}
+}
+
+func TestParserGivesUpOnOverlongLength(t *testing.T) {
+	var ps Parser
+	n := 0
+	ps.Feed([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01, 0xC0, 0}, func(Header) { n++ })
+	require.True(t, ps.Lost())
+	require.Zero(t, n)
+}
+
+func TestConnMeasuresPingRoundTrip(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := NewConn(a, nil)
+	defer c.Close()
+
+	go func() { // a broker that answers one PINGREQ after 20ms
+		buf := make([]byte, 2)
+		if _, err := b.Read(buf); err != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+		_, _ = b.Write([]byte{PINGRESP << 4, 0})
+	}()
+	require.NoError(t, c.SendPing(time.Second))
+	require.NotZero(t, c.Stats().PingOutstanding)
+	buf := make([]byte, 2)
+	_, err := c.Read(buf)
+	require.NoError(t, err)
+	s := c.Stats()
+	require.GreaterOrEqual(t, s.RTT, 20*time.Millisecond)
+	require.Zero(t, s.PingOutstanding)
+	require.EqualValues(t, 1, s.PacketsIn)
+	require.EqualValues(t, 1, s.PacketsOut)
+	require.False(t, s.LastReceived.IsZero())
+}
+
+func TestConnDoesNotSplitAPacket(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := NewConn(a, nil)
+	defer c.Close()
+	go func() { _, _ = b.Read(make([]byte, 16)) }()
+	// Half a PUBLISH written: a ping now would corrupt the stream.
+	_, err := c.Write([]byte{0x30, 5, 0, 1})
+	require.NoError(t, err)
+	require.ErrorIs(t, c.SendPing(time.Second), ErrBusy)
+}
+
+func TestCloseWithErrorKeepsTheFirstCause(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := NewConn(a, nil)
+	first := net.UnknownNetworkError("first")
+	require.NoError(t, c.CloseWithError(first))
+	_ = c.CloseWithError(net.UnknownNetworkError("second"))
+	require.Equal(t, first, c.Cause())
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+}

@@ -72,6 +72,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.rp.Feed(p[:n], c.received)
 		c.rmu.Unlock()
 	}
+	if err != nil {
+		// paho ignores "use of closed network connection" on the reading
+		// side, taking it for its own teardown, and would only notice the
+		// loss at its next ping timeout. Report why we closed instead.
+		if cause := c.Cause(); cause != nil {
+			err = cause
+		}
+	}
 	return n, err
 }
 

@@ -92,3 +92,14 @@ func TestCloseWithErrorKeepsTheFirstCause(t *testing.T) {
 		t.Fatal("Done not closed")
 	}
 }
+
+func TestReadAfterCloseWithErrorReturnsTheCause(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := NewConn(a, nil)
+	cause := net.UnknownNetworkError("link dead")
+	errc := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 1)); errc <- err }()
+	require.NoError(t, c.CloseWithError(cause))
+	require.Equal(t, cause, <-errc)
+}

@@ -1,0 +1,187 @@
+package steadymqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/zap"
+
+	"github.com/steadymqtt/steadymqtt/internal/bus"
+)
+
+// Client keeps one MQTT connection alive. It is safe for concurrent use.
+//
+// A Client owns exactly one retry loop (paho's own reconnect is off), one
+// state machine, and the dial path of every attempt.
+type Client struct {
+	cfg  *config
+	log  *zap.Logger
+	m    *machine
+	bus  *bus.Bus[Event]
+	paho mqtt.Client
+	subs *registry
+
+	// attempt is the connection attempt in progress, read by the dial hook
+	// that paho calls from its own goroutine.
+	attemptMu sync.Mutex
+	attempt   *attempt
+
+	// lost receives paho's connection-lost reports; paho sends at most one
+	// per connection, after its own teardown finished.
+	lost chan error
+
+	lifeMu   sync.Mutex
+	started  bool
+	closed   bool
+	stop     chan struct{} // closed by Close
+	stopCtx  context.Context
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the manager has returned
+	closeCtx context.Context
+}
+
+// New validates the options and builds a client. It does no network I/O.
+func New(opts ...Option) (*Client, error) {
+	cfg := defaultConfig()
+	var errs []error
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:  cfg,
+		log:  cfg.logger.With(zap.String("client_id", cfg.clientID)),
+		subs: newRegistry(),
+		lost: make(chan error, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	c.stopCtx, c.cancel = context.WithCancel(context.Background())
+	c.bus = bus.New[Event](cfg.eventBuffer, func(r any) {
+		c.log.Error("event subscriber panicked; it keeps receiving", zap.Any("panic", r), zap.Stack("stack"))
+	})
+	c.m = newMachine(c.bus.Publish)
+	c.paho = mqtt.NewClient(c.pahoOptions())
+	return c, nil
+}
+
+// ClientID returns the MQTT client identifier in use.
+func (c *Client) ClientID() string { return c.cfg.clientID }
+
+// State returns the current connection state.
+func (c *Client) State() State { return c.m.current() }
+
+// Connect starts the connection manager (once) and waits until the client
+// is connected or ctx ends. If ctx ends first, the error wraps both ctx's
+// error and the last connection error (errors.Is works on either), and the
+// manager keeps trying in the background until Close.
+func (c *Client) Connect(ctx context.Context) error {
+	c.lifeMu.Lock()
+	if c.closed {
+		c.lifeMu.Unlock()
+		return ErrClosed
+	}
+	if !c.started {
+		c.started = true
+		// Logging is a subscriber like any other, so a slow log sink can
+		// never hold up a state change or a Health call.
+		c.bus.Subscribe(c.logEvent, nil)
+		c.m.begin()
+		go c.run()
+	}
+	c.lifeMu.Unlock()
+
+	for {
+		st, lastErr, changed := c.m.snapshot()
+		switch {
+		case st.Up():
+			return nil
+		case st == StateClosed:
+			if errors.Is(lastErr, ErrGaveUp) {
+				return lastErr
+			}
+			return ErrClosed
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			_, lastErr, _ = c.m.snapshot()
+			if lastErr == nil {
+				return fmt.Errorf("steadymqtt: connect: %w", ctx.Err())
+			}
+			return fmt.Errorf("steadymqtt: connect: %w; last attempt: %w", ctx.Err(), lastErr)
+		}
+	}
+}
+
+// Close stops the client: it refuses new work (ErrClosed), sends DISCONNECT
+// if connected, stops every goroutine it started, and delivers the final
+// StateClosed event to subscribers. It waits for all that until ctx ends,
+// and returns ctx's error if it had to stop waiting. Calling it again is
+// harmless.
+func (c *Client) Close(ctx context.Context) error {
+	c.lifeMu.Lock()
+	first := !c.closed
+	c.closed = true
+	started := c.started
+	if first {
+		c.closeCtx = ctx
+	}
+	c.lifeMu.Unlock()
+
+	if first {
+		close(c.stop)
+		c.cancel()
+		if !started {
+			c.m.close(nil)
+			close(c.done)
+		}
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return fmt.Errorf("steadymqtt: close: %w", ctx.Err())
+	}
+	if err := c.bus.Close(ctx); err != nil {
+		return fmt.Errorf("steadymqtt: close: event subscribers still busy: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) isClosed() bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	return c.closed
+}
+
+func (c *Client) logEvent(ev Event, dropped int, _ <-chan struct{}) bool {
+	fields := []zap.Field{
+		zap.Stringer("from", ev.From), zap.Stringer("to", ev.To),
+		zap.String("broker", ev.Broker), zap.Int("attempt", ev.Attempt),
+	}
+	if dropped > 0 {
+		fields = append(fields, zap.Int("coalesced", dropped))
+	}
+	if ev.Delay > 0 {
+		fields = append(fields, zap.Duration("next_attempt_in", ev.Delay))
+	}
+	if ev.Err != nil {
+		c.log.Warn("mqtt connection", append(fields, zap.Error(ev.Err))...)
+		return true
+	}
+	c.log.Info("mqtt connection", fields...)
+	return true
+}

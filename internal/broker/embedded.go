@@ -1,0 +1,169 @@
+// Package broker runs real MQTT brokers for the quick start and the tests:
+// the embedded mochi-mqtt server in-process, and Mosquitto or nats-server as
+// child processes, each on its own loopback port.
+package broker
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Embedded is an in-process mochi-mqtt broker on a loopback port. It can be
+// stopped and started again on the same port, which is how the quick start
+// and the tests show a reconnect.
+type Embedded struct {
+	mu     sync.Mutex
+	addr   string
+	server *mqtt.Server
+	hooks  []mqtt.Hook
+	logger *slog.Logger
+}
+
+// EmbeddedOption adds behaviour to an embedded broker.
+type EmbeddedOption func(*Embedded)
+
+// WithHook adds a mochi hook (after the allow-all auth hook).
+func WithHook(h mqtt.Hook) EmbeddedOption { return func(e *Embedded) { e.hooks = append(e.hooks, h) } }
+
+// WithLog sends the broker's log to w.
+func WithLog(w io.Writer) EmbeddedOption {
+	return func(e *Embedded) { e.logger = slog.New(slog.NewTextHandler(w, nil)) }
+}
+
+// StartEmbedded starts a broker on addr ("127.0.0.1:0" picks a free port).
+func StartEmbedded(addr string, opts ...EmbeddedOption) (*Embedded, error) {
+	e := &Embedded{addr: addr, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(e)
+	}
+	if err := e.Start(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Start starts the broker again on the port it had (after Stop).
+func (e *Embedded) Start() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.server != nil {
+		return nil
+	}
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: e.logger})
+	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+		return err
+	}
+	for _, h := range e.hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			return err
+		}
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: e.addr})
+	if err := s.AddListener(l); err != nil {
+		return fmt.Errorf("embedded broker: listen on %s: %w", e.addr, err)
+	}
+	if err := s.Serve(); err != nil {
+		_ = s.Close()
+		return err
+	}
+	e.addr = l.Address() // keep the port for a restart
+	e.server = s
+	return nil
+}
+
+// Stop closes the broker and every client connection.
+func (e *Embedded) Stop() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.server == nil {
+		return nil
+	}
+	err := e.server.Close()
+	e.server = nil
+	return err
+}
+
+// Addr is host:port of the listener.
+func (e *Embedded) Addr() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.addr
+}
+
+// URL is the tcp:// URL of the listener.
+func (e *Embedded) URL() string { return "tcp://" + e.Addr() }
+
+// Kick drops the client with id from the broker side, as a broker does to a
+// client whose ID another client just took. It reports whether the client
+// was connected.
+func (e *Embedded) Kick(id string) bool {
+	e.mu.Lock()
+	s := e.server
+	e.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	cl, ok := s.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return false
+	}
+	cl.Stop(packets.ErrSessionTakenOver)
+	return true
+}
+
+// ClientRemote returns the source address the broker sees for client id.
+func (e *Embedded) ClientRemote(id string) (net.Addr, bool) {
+	e.mu.Lock()
+	s := e.server
+	e.mu.Unlock()
+	if s == nil {
+		return nil, false
+	}
+	cl, ok := s.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return nil, false
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cl.Net.Remote)
+	if err != nil {
+		return nil, false
+	}
+	return addr, true
+}
+
+// KickAfterConnect is a hook that drops every client right after its
+// CONNACK: a broker that accepts and then throws the client out (an ACL
+// kick, a duplicate client ID), forever.
+type KickAfterConnect struct {
+	mqtt.HookBase
+	mu    sync.Mutex
+	count int
+}
+
+// ID names the hook.
+func (h *KickAfterConnect) ID() string { return "kick-after-connect" }
+
+// Provides says which events the hook handles.
+func (h *KickAfterConnect) Provides(b byte) bool { return b == mqtt.OnSessionEstablished }
+
+// OnSessionEstablished drops the client once its CONNACK went out.
+func (h *KickAfterConnect) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	h.count++
+	h.mu.Unlock()
+	cl.Stop(packets.ErrNotAuthorized)
+}
+
+// Count is how many sessions were established (and kicked).
+func (h *KickAfterConnect) Count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.count
+}

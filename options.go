@@ -1,0 +1,351 @@
+package steadymqtt
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+)
+
+// Option configures a Client. Options are applied in order by New; an
+// invalid value makes New return an error that wraps ErrInvalidOption and
+// names the option.
+type Option func(*config) error
+
+// Defaults. They are what an operator of a fleet of gateways wants when
+// nothing is said: gentle on the broker after an outage, quick to notice a
+// dead link.
+const (
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultStableAfter    = 30 * time.Second
+	DefaultEventBuffer    = 16
+)
+
+type will struct {
+	topic    string
+	payload  []byte
+	qos      byte
+	retained bool
+}
+
+type config struct {
+	brokers        []*url.URL
+	clientID       string
+	username       string
+	password       string
+	keepAlive      time.Duration
+	connectTimeout time.Duration
+	backoff        backoff.BackOff
+	stableAfter    time.Duration
+	degradedRTT    time.Duration
+	eventBuffer    int
+	logger         *zap.Logger
+	tlsConfig      *tls.Config
+	sourceIP       net.IP
+	interfaces     []string
+	will           *will
+	cleanSession   bool
+}
+
+func defaultConfig() *config {
+	return &config{
+		keepAlive:      DefaultKeepAlive,
+		connectTimeout: DefaultConnectTimeout,
+		stableAfter:    DefaultStableAfter,
+		eventBuffer:    DefaultEventBuffer,
+		logger:         zap.NewNop(),
+		cleanSession:   true,
+	}
+}
+
+// validate checks what no single option can check alone.
+func (c *config) validate() error {
+	if len(c.brokers) == 0 {
+		return optionError("WithBroker", "at least one broker URL is required")
+	}
+	for _, u := range c.brokers {
+		if c.tlsConfig != nil && !isTLS(u) {
+			return optionError("WithTLSConfig", "broker %s is not a TLS URL (use ssl://, tls:// or mqtts://); refusing to send in plaintext what was meant to be encrypted", u.Redacted())
+		}
+	}
+	if c.clientID == "" {
+		c.clientID = randomClientID()
+	}
+	if c.backoff == nil {
+		c.backoff = NewFullJitterBackOff(time.Second, 2*time.Minute)
+	}
+	return nil
+}
+
+// WithBroker sets the broker URLs. Schemes: tcp:// and mqtt:// (plain,
+// port 1883 by default), ssl://, tls:// and mqtts:// (TLS, port 8883).
+// With several URLs each attempt goes to the next one in the list. User
+// information in a URL (mqtt://user:pass@host) overrides WithCredentials for
+// that broker; it never appears in logs, events or errors.
+func WithBroker(urls ...string) Option {
+	return func(c *config) error {
+		if len(urls) == 0 {
+			return optionError("WithBroker", "no URL given")
+		}
+		c.brokers = c.brokers[:0]
+		for _, raw := range urls {
+			u, err := parseBroker(raw)
+			if err != nil {
+				return err
+			}
+			c.brokers = append(c.brokers, u)
+		}
+		return nil
+	}
+}
+
+func parseBroker(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error quotes the raw URL, which may hold a password.
+		return nil, optionError("WithBroker", "cannot parse broker URL %q", redactRaw(raw))
+	}
+	var port string
+	switch strings.ToLower(u.Scheme) {
+	case "tcp", "mqtt":
+		port = "1883"
+	case "ssl", "tls", "mqtts":
+		port = "8883"
+	case "ws", "wss":
+		return nil, fmt.Errorf("%w: %w: broker %s: websocket transport is not available yet", ErrInvalidOption, errors.ErrUnsupported, u.Redacted())
+	case "":
+		return nil, optionError("WithBroker", "broker URL %q has no scheme (want tcp://host:1883 or ssl://host:8883)", u.Redacted())
+	default:
+		return nil, optionError("WithBroker", "broker URL %s: unsupported scheme %q (want tcp, mqtt, ssl, tls or mqtts)", u.Redacted(), u.Scheme)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if u.Hostname() == "" {
+		return nil, optionError("WithBroker", "broker URL %s has no host", u.Redacted())
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+	}
+	return u, nil
+}
+
+// redactRaw hides the password of a URL that url.Parse could not read.
+func redactRaw(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+			return scheme + "://" + rest[:colon] + ":xxxxx" + rest[at:]
+		}
+	}
+	return raw
+}
+
+func isTLS(u *url.URL) bool {
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts":
+		return true
+	}
+	return false
+}
+
+// WithClientID sets the MQTT client identifier. Two clients with the same ID
+// make the broker disconnect one of them each time the other connects; give
+// each gateway (and each replica) its own. The default is a random ID,
+// which only suits clean sessions.
+func WithClientID(id string) Option {
+	return func(c *config) error {
+		if id == "" {
+			return optionError("WithClientID", "empty client ID")
+		}
+		if len(id) > 65535 || !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+			return optionError("WithClientID", "client ID must be valid UTF-8 without NUL, at most 65535 bytes")
+		}
+		c.clientID = id
+		return nil
+	}
+}
+
+// WithCredentials sets the user name and password sent in CONNECT.
+func WithCredentials(username, password string) Option {
+	return func(c *config) error {
+		c.username, c.password = username, password
+		return nil
+	}
+}
+
+// WithKeepAlive sets the MQTT keepalive: a whole number of seconds, at least
+// 1 s, default 30 s. The client pings after half of it without a packet from
+// the broker, reports StateDegraded when the answer is overdue, and drops
+// the connection when a whole keepalive passed in silence, so a dead link is
+// left well within the 1.5 × keepalive the broker itself allows.
+func WithKeepAlive(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Second || d > 65535*time.Second {
+			return optionError("WithKeepAlive", "%v is out of range [1s, 65535s]", d)
+		}
+		if d%time.Second != 0 {
+			return optionError("WithKeepAlive", "%v is not a whole number of seconds (MQTT counts keepalive in seconds)", d)
+		}
+		c.keepAlive = d
+		return nil
+	}
+}
+
+// WithConnectTimeout bounds one connection attempt: dial, TLS handshake and
+// CONNACK together. Default 10 s.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return optionError("WithConnectTimeout", "%v must be positive", d)
+		}
+		c.connectTimeout = d
+		return nil
+	}
+}
+
+// WithBackoff replaces the reconnect policy. The client calls NextBackOff
+// after every failed attempt and every loss, and Reset only after a
+// connection stayed up for the stable period (WithStableAfter). If
+// NextBackOff returns backoff.Stop the client gives up and closes with
+// ErrGaveUp. The default is NewFullJitterBackOff(time.Second, 2*time.Minute).
+func WithBackoff(b backoff.BackOff) Option {
+	return func(c *config) error {
+		if b == nil {
+			return optionError("WithBackoff", "nil BackOff")
+		}
+		c.backoff = b
+		return nil
+	}
+}
+
+// WithStableAfter sets how long a connection must stay up before the backoff
+// is reset. A broker that accepts and then drops the client (duplicate
+// client ID, ACL kick) therefore meets a growing delay instead of a tight
+// loop. Default 30 s.
+func WithStableAfter(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return optionError("WithStableAfter", "%v must be positive", d)
+		}
+		c.stableAfter = d
+		return nil
+	}
+}
+
+// WithDegradedRTT makes the client report StateDegraded when a keepalive
+// round trip takes longer than d. Zero (the default) leaves only the overdue
+// answer as a cause of degradation.
+func WithDegradedRTT(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return optionError("WithDegradedRTT", "%v must not be negative", d)
+		}
+		c.degradedRTT = d
+		return nil
+	}
+}
+
+// WithEventBuffer sets how many events each subscriber may have pending
+// before the oldest are coalesced away (reported in Event.Dropped).
+// Default 16.
+func WithEventBuffer(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return optionError("WithEventBuffer", "%d must be at least 1", n)
+		}
+		c.eventBuffer = n
+		return nil
+	}
+}
+
+// WithLogger sets the logger. The default discards everything; the client
+// never touches zap's globals.
+func WithLogger(l *zap.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return optionError("WithLogger", "nil logger (use zap.NewNop() to discard)")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithTLSConfig sets the TLS configuration for ssl://, tls:// and mqtts://
+// brokers. It is cloned; ServerName defaults to the broker's host. Giving a
+// TLS configuration with a plaintext broker URL is an error.
+func WithTLSConfig(t *tls.Config) Option {
+	return func(c *config) error {
+		if t == nil {
+			return optionError("WithTLSConfig", "nil config")
+		}
+		c.tlsConfig = t.Clone()
+		return nil
+	}
+}
+
+// WithSourceIP binds the client's sockets to a local address. On a
+// multi-homed host this does not by itself choose the outgoing interface
+// (the routing table does); see WithInterfaces.
+func WithSourceIP(ip net.IP) Option {
+	return func(c *config) error {
+		if ip == nil || ip.IsUnspecified() {
+			return optionError("WithSourceIP", "%v is not a usable source address", ip)
+		}
+		c.sourceIP = ip
+		return nil
+	}
+}
+
+// WithInterfaces binds the connection to network interfaces in order of
+// preference, failing over in order.
+//
+// Interface binding is not available in this version; New reports it as
+// unsupported rather than silently using the default route.
+func WithInterfaces(names ...string) Option {
+	return func(c *config) error {
+		return fmt.Errorf("%w: WithInterfaces: %w: interface binding is not available yet", ErrInvalidOption, errors.ErrUnsupported)
+	}
+}
+
+// WithWill sets the message the broker publishes when the client vanishes
+// without a DISCONNECT.
+func WithWill(topic string, payload []byte, qos byte, retained bool) Option {
+	return func(c *config) error {
+		if err := validateTopic(topic); err != nil {
+			return fmt.Errorf("%w: WithWill: %w", ErrInvalidOption, err)
+		}
+		if qos > 2 {
+			return optionError("WithWill", "QoS %d is not 0, 1 or 2", qos)
+		}
+		c.will = &will{topic: topic, payload: append([]byte(nil), payload...), qos: qos, retained: retained}
+		return nil
+	}
+}
+
+// WithCleanSession chooses a clean session (the default) or a persistent
+// one, where the broker keeps subscriptions and queued QoS 1/2 messages
+// while the client is away. A persistent session needs a stable client ID.
+func WithCleanSession(clean bool) Option {
+	return func(c *config) error {
+		c.cleanSession = clean
+		return nil
+	}
+}
+
+func randomClientID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "steadymqtt-" + hex.EncodeToString(b[:])
+}

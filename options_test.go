@@ -1,0 +1,76 @@
+package steadymqtt
+
+import (
+	"crypto/tls"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestNewRejectsInvalidOptions(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   []Option
+		option string // the option the message must name
+		is     error
+	}{
+		{"no broker", nil, "WithBroker", ErrInvalidOption},
+		{"empty broker list", []Option{WithBroker()}, "WithBroker", ErrInvalidOption},
+		{"unknown scheme", []Option{WithBroker("http://h:1883")}, "WithBroker", ErrInvalidOption},
+		{"no scheme", []Option{WithBroker("h:1883")}, "WithBroker", ErrInvalidOption},
+		{"no host", []Option{WithBroker("tcp://:1883")}, "WithBroker", ErrInvalidOption},
+		{"websocket not yet", []Option{WithBroker("ws://h/mqtt")}, "ws://", errors.ErrUnsupported},
+		{"keepalive below 1s", []Option{WithBroker("tcp://h"), WithKeepAlive(500 * time.Millisecond)}, "WithKeepAlive", ErrInvalidOption},
+		{"keepalive fractional", []Option{WithBroker("tcp://h"), WithKeepAlive(1500 * time.Millisecond)}, "WithKeepAlive", ErrInvalidOption},
+		{"keepalive too long", []Option{WithBroker("tcp://h"), WithKeepAlive(70000 * time.Second)}, "WithKeepAlive", ErrInvalidOption},
+		{"negative connect timeout", []Option{WithBroker("tcp://h"), WithConnectTimeout(-time.Second)}, "WithConnectTimeout", ErrInvalidOption},
+		{"zero stable period", []Option{WithBroker("tcp://h"), WithStableAfter(0)}, "WithStableAfter", ErrInvalidOption},
+		{"nil backoff", []Option{WithBroker("tcp://h"), WithBackoff(nil)}, "WithBackoff", ErrInvalidOption},
+		{"nil logger", []Option{WithBroker("tcp://h"), WithLogger(nil)}, "WithLogger", ErrInvalidOption},
+		{"empty client id", []Option{WithBroker("tcp://h"), WithClientID("")}, "WithClientID", ErrInvalidOption},
+		{"zero event buffer", []Option{WithBroker("tcp://h"), WithEventBuffer(0)}, "WithEventBuffer", ErrInvalidOption},
+		{"will with wildcard", []Option{WithBroker("tcp://h"), WithWill("a/#", nil, 1, false)}, "WithWill", ErrInvalidTopic},
+		{"will qos 3", []Option{WithBroker("tcp://h"), WithWill("a", nil, 3, false)}, "WithWill", ErrInvalidOption},
+		{"tls config with plaintext url", []Option{WithBroker("tcp://h"), WithTLSConfig(&tls.Config{})}, "WithTLSConfig", ErrInvalidOption},
+		{"interfaces not yet", []Option{WithBroker("tcp://h"), WithInterfaces("eth0")}, "WithInterfaces", errors.ErrUnsupported},
+		{"unspecified source ip", []Option{WithBroker("tcp://h"), WithSourceIP(nil)}, "WithSourceIP", ErrInvalidOption},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(tt.opts...)
+			require.Nil(t, c)
+			require.Error(t, err)
+			require.ErrorIs(t, err, ErrInvalidOption)
+			require.ErrorIs(t, err, tt.is)
+			require.Contains(t, err.Error(), tt.option)
+		})
+	}
+}
+
+func TestErrorsNeverShowPasswords(t *testing.T) {
+	for _, raw := range []string{"http://user:s3cret@h:1", "tcp://user:s3cret@:1883", "tcp://user:s3cret@h:bad port"} {
+		_, err := New(WithBroker(raw))
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "s3cret", raw)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := New(WithBroker("mqtt://broker.example"))
+	require.NoError(t, err)
+	require.Equal(t, DefaultKeepAlive, c.cfg.keepAlive)
+	require.Equal(t, DefaultConnectTimeout, c.cfg.connectTimeout)
+	require.Equal(t, DefaultStableAfter, c.cfg.stableAfter)
+	require.Equal(t, "broker.example:1883", c.cfg.brokers[0].Host)
+	require.Regexp(t, `^steadymqtt-[0-9a-f]{12}$`, c.ClientID())
+	b, ok := c.cfg.backoff.(*FullJitterBackOff)
+	require.True(t, ok)
+	require.Equal(t, time.Second, b.Initial)
+	require.Equal(t, 2*time.Minute, b.Max)
+	require.Equal(t, StateIdle, c.State())
+	// New does no I/O, and a client never connected closes at once.
+	require.NoError(t, c.Close(t.Context()))
+	require.Equal(t, StateClosed, c.State())
+}

@@ -1,0 +1,296 @@
+package steadymqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/steadymqtt/steadymqtt/internal/wire"
+)
+
+// The connection manager: the one retry loop of a Client.
+//
+// One attempt: pick the next broker URL → open an epoch → paho.Connect,
+// whose dial hook (dial.go) opens and wraps the socket → on CONNACK accepted,
+// the state becomes connected and the keepalive monitor (health.go) watches
+// the socket until it is lost → wait the backoff → next attempt.
+
+// attempt is one connection attempt, shared with the dial hook that paho
+// calls on its own goroutine.
+type attempt struct {
+	epoch  uint64
+	broker *url.URL
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	conn    *wire.Conn
+	dialErr error
+	aborted bool
+}
+
+// setConn records the attempt's socket; false if the attempt was aborted.
+func (a *attempt) setConn(conn *wire.Conn) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.aborted {
+		return false
+	}
+	a.conn = conn
+	return true
+}
+
+// abort makes a dial or MQTT handshake in progress fail now.
+func (a *attempt) abort() {
+	a.cancel()
+	a.mu.Lock()
+	a.aborted = true
+	conn := a.conn
+	a.mu.Unlock()
+	if conn != nil {
+		_ = conn.CloseWithError(ErrClosed)
+	}
+}
+
+func (c *Client) currentAttempt() *attempt {
+	c.attemptMu.Lock()
+	defer c.attemptMu.Unlock()
+	return c.attempt
+}
+
+func (c *Client) pahoOptions() *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions()
+	// paho wants a server list; which broker an attempt really dials is the
+	// manager's choice, made in the dial hook. Credentials stay out of it.
+	first := *c.cfg.brokers[0]
+	first.User = nil
+	o.AddBroker(first.String())
+	o.SetClientID(c.cfg.clientID)
+	o.SetCleanSession(c.cfg.cleanSession)
+	o.SetProtocolVersion(4) // no silent fallback to 3.1, which doubles every refused attempt
+	o.SetKeepAlive(c.cfg.keepAlive)
+	o.SetPingTimeout(c.cfg.keepAlive) // a fallback only; the monitor drops a silent link first
+	o.SetConnectTimeout(c.cfg.connectTimeout)
+	o.SetAutoReconnect(false) // one retry loop: ours (paho #509, #675)
+	o.SetConnectRetry(false)
+	o.SetResumeSubs(false)
+	o.SetOrderMatters(false) // handlers off the receive path (paho #208)
+	o.SetCustomOpenConnectionFn(c.openConn)
+	o.SetCredentialsProvider(c.credentials)
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		select {
+		case c.lost <- err:
+		default:
+		}
+	})
+	if w := c.cfg.will; w != nil {
+		o.SetBinaryWill(w.topic, w.payload, w.qos, w.retained)
+	}
+	return o
+}
+
+// credentials are read by paho for each CONNECT; user information in the
+// broker URL of the attempt wins over WithCredentials.
+func (c *Client) credentials() (string, string) {
+	if a := c.currentAttempt(); a != nil && a.broker.User != nil {
+		p, _ := a.broker.User.Password()
+		return a.broker.User.Username(), p
+	}
+	return c.cfg.username, c.cfg.password
+}
+
+func (c *Client) run() {
+	defer close(c.done)
+	var final error
+	for i := 0; ; i++ {
+		broker := c.cfg.brokers[i%len(c.cfg.brokers)]
+		a := c.newAttempt(broker)
+		conn, sessionPresent, err := c.connectOnce(a)
+		if c.stopping() {
+			if err == nil {
+				c.disconnect(conn)
+			}
+			break
+		}
+		if err != nil {
+			delay, ok := c.nextDelay()
+			if !ok {
+				final = fmt.Errorf("%w: %w", ErrGaveUp, err)
+				break
+			}
+			c.m.failed(a.epoch, err, delay)
+			if !c.sleep(delay) {
+				break
+			}
+			continue
+		}
+
+		if !c.m.up(a.epoch, conn) {
+			c.disconnect(conn)
+			break
+		}
+		upAt := time.Now()
+		lossErr, stopped := c.hold(a.epoch, conn, sessionPresent)
+		if stopped {
+			c.disconnect(conn)
+			break
+		}
+		// Only a connection that proved stable earns a fresh backoff; a
+		// broker that kicks the client right after CONNACK must meet
+		// growing delays, not a tight loop.
+		if time.Since(upAt) >= c.cfg.stableAfter {
+			c.cfg.backoff.Reset()
+		}
+		delay, ok := c.nextDelay()
+		if !ok {
+			final = fmt.Errorf("%w: %w", ErrGaveUp, lossErr)
+			c.m.lost(a.epoch, lossErr, 0)
+			break
+		}
+		c.m.lost(a.epoch, lossErr, delay)
+		if !c.sleep(delay) {
+			break
+		}
+	}
+	c.m.close(final)
+}
+
+func (c *Client) newAttempt(broker *url.URL) *attempt {
+	a := &attempt{broker: broker, epoch: c.m.newAttempt(broker.Redacted())}
+	a.ctx, a.cancel = context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
+	c.attemptMu.Lock()
+	c.attempt = a
+	c.attemptMu.Unlock()
+	return a
+}
+
+// connectOnce runs one paho Connect through our dial hook.
+func (c *Client) connectOnce(a *attempt) (*wire.Conn, bool, error) {
+	defer a.cancel()
+	// A loss report can only belong to a connection that is already gone.
+	select {
+	case <-c.lost:
+	default:
+	}
+	tok := c.paho.Connect()
+	select {
+	case <-tok.Done():
+	case <-c.stop:
+		a.abort()
+		<-tok.Done() // bounded: the socket is closed and the dial cancelled
+	}
+	ct := tok.(*mqtt.ConnectToken)
+	if err := tok.Error(); err != nil {
+		return nil, false, c.attemptError(a, ct, err)
+	}
+	return a.conn, ct.SessionPresent(), nil
+}
+
+func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) error {
+	broker := a.broker.Redacted()
+	a.mu.Lock()
+	dialErr, conn := a.dialErr, a.conn
+	a.mu.Unlock()
+	switch rc := tok.ReturnCode(); {
+	case dialErr != nil:
+		return dialErr
+	case rc >= 1 && rc <= 5:
+		return &ConnectRefusedError{Code: rc, Broker: broker}
+	case conn != nil && conn.Cause() != nil:
+		return fmt.Errorf("steadymqtt: %s: %w", broker, conn.Cause())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w: %s: no CONNACK within %v", ErrConnectTimeout, broker, c.cfg.connectTimeout)
+	}
+	return fmt.Errorf("steadymqtt: %s: MQTT handshake failed: %w", broker, err)
+}
+
+// hold watches a live connection until it is lost or Close is called.
+func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (lossErr error, stopped bool) {
+	monStop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.monitor(epoch, conn, monStop)
+	}()
+	defer func() {
+		close(monStop)
+		wg.Wait()
+	}()
+
+	if !sessionPresent || c.cfg.cleanSession {
+		c.restoreSubscriptions()
+	}
+	for {
+		select {
+		case <-c.stop:
+			return nil, true
+		case err := <-c.lost:
+			select {
+			case <-conn.Done():
+			default:
+				continue // not about this connection: paho closes the socket before reporting
+			}
+			if cause := conn.Cause(); cause != nil {
+				err = cause
+			}
+			broker := c.Health().Broker
+			return fmt.Errorf("steadymqtt: connection to %s lost: %w", broker, err), false
+		}
+	}
+}
+
+// disconnect sends DISCONNECT within what Close's context allows.
+func (c *Client) disconnect(conn *wire.Conn) {
+	c.lifeMu.Lock()
+	ctx := c.closeCtx
+	c.lifeMu.Unlock()
+	quiesce := time.Second
+	if ctx != nil {
+		if dl, ok := ctx.Deadline(); ok {
+			quiesce = min(max(time.Until(dl)/2, 0), 5*time.Second)
+		}
+	}
+	c.paho.Disconnect(uint(quiesce / time.Millisecond))
+	// paho may return before its teardown closed the socket.
+	select {
+	case <-conn.Done():
+	case <-time.After(quiesce + time.Second):
+		_ = conn.Close()
+	}
+}
+
+func (c *Client) nextDelay() (time.Duration, bool) {
+	d := c.cfg.backoff.NextBackOff()
+	if d == backoff.Stop {
+		return 0, false
+	}
+	return max(d, 0), true
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.stop:
+		return false
+	}
+}
+
+func (c *Client) stopping() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}

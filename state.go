@@ -1,0 +1,202 @@
+package steadymqtt
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/steadymqtt/steadymqtt/internal/wire"
+)
+
+// State is the client's connection state. There is exactly one at any time,
+// and every change of it is published as an Event.
+//
+//	idle ──Connect──▶ connecting ──▶ connected ◀──▶ degraded
+//	                                    │  ▲            │
+//	                            (loss)  ▼  │            │
+//	                               reconnecting ◀───────┘
+//	any state ──Close──▶ closed
+type State int
+
+const (
+	// StateIdle is the state before Connect.
+	StateIdle State = iota
+	// StateConnecting lasts from Connect until the first successful
+	// connection, across failed attempts and the waits between them.
+	StateConnecting
+	// StateConnected means the broker accepted the connection and the link
+	// answers keepalives in time.
+	StateConnected
+	// StateDegraded means still connected, but a keepalive answer is overdue
+	// or the last round trip was above the configured threshold: the link
+	// may be dying.
+	StateDegraded
+	// StateReconnecting lasts from a loss until the next success, across
+	// failed attempts and the backoff waits.
+	StateReconnecting
+	// StateClosed is final: Close was called, or the backoff gave up.
+	StateClosed
+)
+
+var stateNames = [...]string{"idle", "connecting", "connected", "degraded", "reconnecting", "closed"}
+
+// String returns the lower-case name of the state.
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// MarshalText makes a State read as its name in JSON and logs.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Up reports whether the state has a live connection to the broker
+// (connected or degraded).
+func (s State) Up() bool { return s == StateConnected || s == StateDegraded }
+
+// machine is the single place where the state changes. The connection
+// manager, the keepalive monitor and Close all go through it; each change is
+// stamped with a sequence number and published while the lock is held, so
+// subscribers see changes in the order they happened.
+//
+// Transitions that concern a connection carry its epoch. The manager starts
+// a new epoch for every attempt, so a late report about an older connection
+// (paho delivers its callbacks on goroutines of their own) cannot touch the
+// state of the current one.
+type machine struct {
+	mu      sync.Mutex
+	state   State
+	since   time.Time
+	seq     uint64
+	epoch   uint64
+	broker  string
+	iface   string
+	attempt int // consecutive failed attempts since the last success
+	lastErr error
+	conn    *wire.Conn // the live connection while state.Up()
+	changed chan struct{}
+	publish func(Event)
+}
+
+func newMachine(publish func(Event)) *machine {
+	return &machine{state: StateIdle, since: time.Now(), changed: make(chan struct{}), publish: publish}
+}
+
+// emit must be called with mu held. From == To is allowed: it reports a
+// failed attempt that did not change the state.
+func (m *machine) emit(to State, err error, delay time.Duration) {
+	now := time.Now()
+	m.seq++
+	ev := Event{
+		Seq: m.seq, Time: now, From: m.state, To: to, Err: err,
+		Attempt: m.attempt, Delay: delay, Broker: m.broker, Interface: m.iface,
+	}
+	if m.state != to {
+		m.state, m.since = to, now
+		close(m.changed)
+		m.changed = make(chan struct{})
+	}
+	m.publish(ev)
+}
+
+// snapshot returns the state, the last error and a channel closed at the
+// next change of state.
+func (m *machine) snapshot() (State, error, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state, m.lastErr, m.changed
+}
+
+func (m *machine) current() State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// begin is called by Connect: idle → connecting.
+func (m *machine) begin() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == StateIdle {
+		m.emit(StateConnecting, nil, 0)
+	}
+}
+
+// newAttempt opens a new epoch for an attempt to broker.
+func (m *machine) newAttempt(broker string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch++
+	m.broker = broker
+	return m.epoch
+}
+
+// failed records a failed attempt; the state (connecting or reconnecting)
+// stays and the event carries the error and the wait before the next try.
+func (m *machine) failed(epoch uint64, err error, delay time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch || m.state == StateClosed {
+		return
+	}
+	m.attempt++
+	m.lastErr = err
+	m.emit(m.state, err, delay)
+}
+
+// up records a successful attempt.
+func (m *machine) up(epoch uint64, conn *wire.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch || m.state == StateClosed {
+		return false
+	}
+	m.attempt = 0
+	m.conn = conn
+	m.emit(StateConnected, nil, 0)
+	return true
+}
+
+// lost records the loss of the connection of epoch.
+func (m *machine) lost(epoch uint64, err error, delay time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch || !m.state.Up() {
+		return
+	}
+	m.conn = nil
+	m.lastErr = err
+	m.emit(StateReconnecting, err, delay)
+}
+
+// degrade switches between connected and degraded for the live connection
+// of epoch; why is nil when the link recovered.
+func (m *machine) degrade(epoch uint64, why error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch || !m.state.Up() {
+		return
+	}
+	switch {
+	case why != nil && m.state == StateConnected:
+		m.emit(StateDegraded, why, 0)
+	case why == nil && m.state == StateDegraded:
+		m.emit(StateConnected, nil, 0)
+	}
+}
+
+// close is final; err is set when the client closed itself (ErrGaveUp).
+func (m *machine) close(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == StateClosed {
+		return
+	}
+	m.epoch++ // nothing that was in flight may change the state any more
+	m.conn = nil
+	if err != nil {
+		m.lastErr = err
+	}
+	m.emit(StateClosed, err, 0)
+}

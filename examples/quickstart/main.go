@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -20,26 +21,24 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	brokerURL := flag.String("broker", "", "broker URL (default: start an embedded broker on a loopback port)")
+	flag.Parse()
+	if err := run(os.Stdout, *brokerURL); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	brokerURL := flag.String("broker", "", "broker URL (default: start an embedded broker on a loopback port)")
-	flag.Parse()
-
+func run(out io.Writer, url string) error {
 	var embedded *broker.Embedded
-	url := *brokerURL
 	if url == "" {
 		var err error
 		if embedded, err = broker.StartEmbedded("127.0.0.1:0"); err != nil {
 			return err
 		}
-		defer embedded.Stop()
+		defer func() { _ = embedded.Stop() }()
 		url = embedded.URL()
-		fmt.Println("embedded broker on", url)
+		fmt.Fprintln(out, "embedded broker on", url)
 	}
 
 	client, err := steadymqtt.New(
@@ -57,7 +56,7 @@ func run() error {
 		if ev.Err != nil {
 			line += fmt.Sprintf(" (%v; next attempt in %v)", ev.Err, ev.Delay.Round(time.Millisecond))
 		}
-		fmt.Println(line)
+		fmt.Fprintln(out, line)
 		if ev.From == steadymqtt.StateReconnecting && ev.To == steadymqtt.StateConnected {
 			reconnected <- struct{}{}
 		}
@@ -73,12 +72,12 @@ func run() error {
 	if err := client.Subscribe(ctx, "steadymqtt/quickstart", 1, func(m steadymqtt.Message) { got <- m }); err != nil {
 		return err
 	}
-	if err := publishAndReceive(ctx, client, got, "hello"); err != nil {
+	if err := publishAndReceive(ctx, out, client, got, "hello"); err != nil {
 		return err
 	}
 
 	if embedded != nil {
-		fmt.Println("stopping the broker for a moment…")
+		fmt.Fprintln(out, "stopping the broker for a moment…")
 		if err := embedded.Stop(); err != nil {
 			return err
 		}
@@ -86,7 +85,7 @@ func run() error {
 		if err := embedded.Start(); err != nil {
 			return err
 		}
-		fmt.Println("broker is back")
+		fmt.Fprintln(out, "broker is back")
 		select {
 		case <-reconnected:
 		case <-ctx.Done():
@@ -94,23 +93,23 @@ func run() error {
 		}
 		// The restarted broker lost the session; the client restored the
 		// subscription by itself.
-		if err := publishAndReceive(ctx, client, got, "hello again"); err != nil {
+		if err := publishAndReceive(ctx, out, client, got, "hello again"); err != nil {
 			return err
 		}
 	}
 
 	h, _ := json.MarshalIndent(client.Health(), "", "  ")
-	fmt.Println("health:", string(h))
+	fmt.Fprintln(out, "health:", string(h))
 	return client.Close(ctx)
 }
 
-func publishAndReceive(ctx context.Context, c *steadymqtt.Client, got <-chan steadymqtt.Message, text string) error {
+func publishAndReceive(ctx context.Context, out io.Writer, c *steadymqtt.Client, got <-chan steadymqtt.Message, text string) error {
 	if err := c.Publish(ctx, "steadymqtt/quickstart", []byte(text), steadymqtt.WithQoS(1)); err != nil {
 		return err
 	}
 	select {
 	case m := <-got:
-		fmt.Printf("received %q on %s\n", m.Payload, m.Topic)
+		fmt.Fprintf(out, "received %q on %s\n", m.Payload, m.Topic)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("no message received: %w", ctx.Err())

@@ -103,3 +103,22 @@ func TestReadAfterCloseWithErrorReturnsTheCause(t *testing.T) {
 	require.NoError(t, c.CloseWithError(cause))
 	require.Equal(t, cause, <-errc)
 }
+
+func BenchmarkParserFeed(b *testing.B) {
+	pkt := append([]byte{0x30, 71, 0, 5, 'a', '/', 'b', '/', 'c'}, make([]byte, 64)...)
+	buf := make([]byte, 0, 64*len(pkt))
+	for i := 0; i < 64; i++ {
+		buf = append(buf, pkt...)
+	}
+	var ps Parser
+	n := 0
+	emit := func(Header) { n++ }
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		ps.Feed(buf, emit)
+	}
+	if n != 64*b.N {
+		b.Fatalf("parsed %d packets, want %d", n, 64*b.N)
+	}
+}

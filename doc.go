@@ -1,0 +1,34 @@
+// Package steadymqtt keeps a service connected to its MQTT broker through
+// bad networks.
+//
+// It wraps github.com/eclipse/paho.mqtt.golang (MQTT 3.1.1) and owns what
+// such services otherwise write by hand: one reconnect loop with
+// exponential backoff and full jitter, reset only after a connection proved
+// stable; one truthful State with an ordered, non-blocking stream of Events;
+// a keepalive-based Health snapshot with the measured round trip; classified
+// errors (errors.Is) for refusals and timeouts; and HTTP liveness and
+// readiness handlers.
+//
+// # One connection attempt
+//
+// Connect starts the manager (reconnect.go). Each attempt takes the next
+// broker URL, opens a new epoch in the state machine (state.go), and runs
+// paho's Connect, whose open-connection hook (dial.go) resolves the host,
+// dials, performs TLS if the URL asks for it, and wraps the socket in an
+// observer (internal/wire) that reads MQTT fixed headers as they pass. On
+// CONNACK the state becomes connected, and a monitor (health.go) watches
+// what the observer sees: it pings after half a keepalive of silence,
+// reports StateDegraded after three quarters, and closes the socket after a
+// whole keepalive, well within the 1.5 × keepalive a broker allows. A loss
+// moves the state to reconnecting with the error and the next delay, and the
+// manager waits that delay before the next attempt.
+//
+// # States and events
+//
+// The state machine is the only place where the state changes; every change
+// is an Event with a strictly increasing Seq, delivered to each subscriber
+// (OnStateChange, Watch) in order on its own goroutine. A subscriber that
+// lags loses its oldest pending events, never the latest, and the next event
+// it gets says how many it missed (Event.Dropped). A failed attempt that
+// does not change the state is still reported, with From == To.
+package steadymqtt

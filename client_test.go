@@ -26,7 +26,7 @@ const retry = 150 * time.Millisecond
 func TestReconnectsAfterBrokerRestart(t *testing.T) {
 	brokers := map[string]func(t *testing.T) restartable{
 		"embedded":  func(t *testing.T) restartable { return startEmbedded(t) },
-		"mosquitto": func(t *testing.T) restartable { return startMosquitto(t, broker.MosquittoConfig{}) },
+		"mosquitto": func(t *testing.T) restartable { return killed{startMosquitto(t, broker.MosquittoConfig{})} },
 	}
 	for name, start := range brokers {
 		t.Run(name, func(t *testing.T) {
@@ -106,6 +106,11 @@ func TestBlackholedLinkIsDetected(t *testing.T) {
 	rec.next(t, 5*time.Second, "healthy again", to(StateConnected))
 	requireConsistent(t, rec.all())
 }
+
+// killed stops a broker process with SIGKILL, as a crash does.
+type killed struct{ *broker.Process }
+
+func (k killed) Stop() error { return k.Kill() }
 
 // recordingBackOff wraps a policy and remembers what the client asked.
 type recordingBackOff struct {
@@ -405,4 +410,57 @@ func TestHealthHandlers(t *testing.T) {
 func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
+}
+
+// paho completes a failed Connect's token before it resets its own status;
+// an immediate retry must still be a real attempt, not a paho status error.
+func TestImmediateRetriesAreRealAttempts(t *testing.T) {
+	leakCheck(t)
+	port, err := broker.FreePort()
+	require.NoError(t, err)
+	c := newClient(t, WithBroker("tcp://127.0.0.1:"+itoa(port)),
+		WithBackoff(backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 300)), WithEventBuffer(1000))
+	rec := record(c)
+	require.ErrorIs(t, c.Connect(t.Context()), ErrGaveUp)
+	rec.next(t, 5*time.Second, "closed", to(StateClosed))
+	n := 0
+	for _, ev := range rec.all() {
+		if ev.Err != nil && ev.To != StateClosed {
+			n++
+			require.ErrorIs(t, ev.Err, syscall.ECONNREFUSED, "attempt %d", ev.Attempt)
+		}
+	}
+	require.Equal(t, 300, n)
+}
+
+func TestInteropPublishSubscribe(t *testing.T) {
+	brokers := map[string]func(t *testing.T) string{
+		"embedded":  func(t *testing.T) string { return startEmbedded(t).URL() },
+		"mosquitto": func(t *testing.T) string { return startMosquitto(t, broker.MosquittoConfig{}).URL() },
+		"nats": func(t *testing.T) string {
+			p, err := broker.StartNATS(t.TempDir())
+			needBroker(t, err)
+			t.Cleanup(func() { _ = p.Kill() })
+			return p.URL()
+		},
+	}
+	for name, start := range brokers {
+		t.Run(name, func(t *testing.T) {
+			leakCheck(t)
+			c := newClient(t, WithBroker(start(t)), WithClientID("interop-"+name))
+			connect(t, c)
+			got := make(chan Message, 1)
+			require.NoError(t, c.Subscribe(t.Context(), "interop/+/data", 1, func(m Message) { got <- m }))
+			require.NoError(t, c.Publish(t.Context(), "interop/"+name+"/data", []byte("payload"), WithQoS(1)))
+			select {
+			case m := <-got:
+				require.Equal(t, "interop/"+name+"/data", m.Topic)
+				require.Equal(t, []byte("payload"), m.Payload)
+				require.EqualValues(t, 1, m.QoS)
+			case <-time.After(5 * time.Second):
+				t.Fatal("message not received")
+			}
+			require.Equal(t, StateConnected, c.State())
+		})
+	}
 }

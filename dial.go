@@ -22,6 +22,9 @@ func (c *Client) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	if a == nil {
 		return nil, errors.New("steadymqtt: dial outside of an attempt")
 	}
+	a.mu.Lock()
+	a.hook = true
+	a.mu.Unlock()
 	raw, err := c.dial(a.ctx, a.broker)
 	if err != nil {
 		a.mu.Lock()

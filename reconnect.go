@@ -31,9 +31,16 @@ type attempt struct {
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
+	hook    bool // paho called the dial hook
 	conn    *wire.Conn
 	dialErr error
 	aborted bool
+}
+
+func (a *attempt) hooked() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hook
 }
 
 // setConn records the attempt's socket; false if the attempt was aborted.
@@ -179,12 +186,22 @@ func (c *Client) connectOnce(a *attempt) (*wire.Conn, bool, error) {
 	case <-c.lost:
 	default:
 	}
-	tok := c.paho.Connect()
-	select {
-	case <-tok.Done():
-	case <-c.stop:
-		a.abort()
-		<-tok.Done() // bounded: the socket is closed and the dial cancelled
+	var tok mqtt.Token
+	for {
+		tok = c.paho.Connect()
+		select {
+		case <-tok.Done():
+		case <-c.stop:
+			a.abort()
+			<-tok.Done() // bounded: the socket is closed and the dial cancelled
+		}
+		// paho completes a failed Connect's token just before it resets its
+		// own status, so a retry without delay can find it "not
+		// disconnected" and refuse without dialling. That is no attempt:
+		// ask again shortly, within the attempt's time.
+		if tok.Error() == nil || a.hooked() || a.ctx.Err() != nil || !c.sleep(time.Millisecond) {
+			break
+		}
 	}
 	ct := tok.(*mqtt.ConnectToken)
 	if err := tok.Error(); err != nil {

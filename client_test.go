@@ -61,7 +61,8 @@ func TestReconnectsAfterBrokerRestart(t *testing.T) {
 			require.Nil(t, c.Health().LocalAddr)
 
 			require.NoError(t, b.Start())
-			rec.next(t, 5*time.Second, "connected again", to(StateConnected))
+			back := rec.next(t, 5*time.Second, "connected again", to(StateConnected))
+			require.GreaterOrEqual(t, back.Attempt, failed.Attempt, "the success reports the failures before it")
 			require.Equal(t, StateConnected, c.State())
 			require.Zero(t, c.Health().Attempt)
 

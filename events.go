@@ -17,7 +17,9 @@ type Event struct {
 	// connection, a failed attempt, a degraded link) and on closing by
 	// giving up.
 	Err error
-	// Attempt counts consecutive failed attempts since the last success.
+	// Attempt counts consecutive failed attempts since the last success:
+	// on a failed attempt, including that one; on entering StateConnected,
+	// the failures that preceded this success.
 	Attempt int
 	// Delay is the wait before the next attempt, on entering
 	// StateReconnecting and on every failed attempt.

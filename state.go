@@ -152,9 +152,9 @@ func (m *machine) up(epoch uint64, conn *wire.Conn) bool {
 	if epoch != m.epoch || m.state == StateClosed {
 		return false
 	}
-	m.attempt = 0
 	m.conn = conn
-	m.emit(StateConnected, nil, 0)
+	m.emit(StateConnected, nil, 0) // the event still counts the failures before it
+	m.attempt = 0
 	return true
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/zap"
@@ -128,10 +129,11 @@ func (c *Client) Connect(ctx context.Context) error {
 }
 
 // Close stops the client: it refuses new work (ErrClosed), sends DISCONNECT
-// if connected, stops every goroutine it started, and delivers the final
-// StateClosed event to subscribers. It waits for all that until ctx ends,
-// and returns ctx's error if it had to stop waiting. Calling it again is
-// harmless.
+// if connected, delivers the final StateClosed event to subscribers (giving
+// them at most 2 s), and stops every goroutine it started. It waits for all
+// that until ctx ends, and returns ctx's error if it had to stop waiting;
+// the shutdown still completes in the background. Calling it again is
+// harmless. It may be called from an event callback.
 func (c *Client) Close(ctx context.Context) error {
 	c.lifeMu.Lock()
 	first := !c.closed
@@ -146,19 +148,36 @@ func (c *Client) Close(ctx context.Context) error {
 		close(c.stop)
 		c.cancel()
 		if !started {
-			c.m.close(nil)
-			close(c.done)
+			go c.finish(nil)
 		}
 	}
 	select {
 	case <-c.done:
+		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("steadymqtt: close: %w", ctx.Err())
+		return fmt.Errorf("steadymqtt: close: %w (the client goes on stopping in the background)", ctx.Err())
 	}
+}
+
+// drainTimeout bounds how long the final events may take to reach
+// subscribers. It is not the caller's context: a Close whose context is
+// already over, or one called from an event callback (whose own delivery
+// cannot finish before Close returns), must still end every goroutine.
+const drainTimeout = 2 * time.Second
+
+// finish is the end of every client: the final state, the last events
+// delivered (within drainTimeout), then done.
+func (c *Client) finish(final error) {
+	c.lifeMu.Lock()
+	c.closed = true // also after giving up: Publish and Subscribe say ErrClosed
+	c.lifeMu.Unlock()
+	c.m.close(final)
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	if err := c.bus.Close(ctx); err != nil {
-		return fmt.Errorf("steadymqtt: close: event subscribers still busy: %w", err)
+		c.log.Warn("event subscribers still busy at close; their pending events were dropped", zap.Error(err))
 	}
-	return nil
+	cancel()
+	close(c.done)
 }
 
 func (c *Client) isClosed() bool {

@@ -36,6 +36,8 @@ func TestReconnectsAfterBrokerRestart(t *testing.T) {
 			rec := record(c)
 			require.Equal(t, StateIdle, c.State())
 
+			got := make(chan Message, 4)
+			require.NoError(t, c.Subscribe(t.Context(), "restart/t", 1, func(m Message) { got <- m }))
 			connect(t, c)
 			require.Equal(t, StateConnected, c.State())
 			rec.next(t, time.Second, "connected", to(StateConnected))
@@ -64,6 +66,15 @@ func TestReconnectsAfterBrokerRestart(t *testing.T) {
 			back := rec.next(t, 5*time.Second, "connected again", to(StateConnected))
 			require.GreaterOrEqual(t, back.Attempt, failed.Attempt, "the success reports the failures before it")
 			require.Equal(t, StateConnected, c.State())
+			// The restarted broker lost the session; "connected" means the
+			// subscription is back already.
+			require.NoError(t, c.Publish(t.Context(), "restart/t", []byte("after restart"), WithQoS(1)))
+			select {
+			case m := <-got:
+				require.Equal(t, "after restart", string(m.Payload))
+			case <-time.After(5 * time.Second):
+				t.Fatal("subscription not restored when connected was announced")
+			}
 			require.Zero(t, c.Health().Attempt)
 
 			require.NoError(t, c.Close(t.Context()))
@@ -149,22 +160,26 @@ func TestKickedClientBacksOffAndDoesNotReset(t *testing.T) {
 	rec := record(c)
 	connect(t, c)
 
-	// Four kicks: delays must be 100, 200, 400, 800 ms, and each new
-	// connection must come no sooner than the delay announced.
-	var prev Event
+	// Each kick ends a connection (or an attempt, when it lands before the
+	// subscriptions are restored): the delays must keep growing — 100, 200,
+	// 400, 800 ms — and the next connection must come no sooner than the
+	// delay announced.
+	isFailure := func(ev Event) bool { return ev.Err != nil }
 	for i, want := range []time.Duration{100, 200, 400, 800} {
 		want *= time.Millisecond
-		lost := rec.next(t, 5*time.Second, "kicked", to(StateReconnecting))
-		require.Equal(t, want, lost.Delay, "kick %d", i)
-		back := rec.next(t, 5*time.Second, "back", to(StateConnected))
-		require.GreaterOrEqual(t, back.Time.Sub(lost.Time), lost.Delay, "kick %d: reconnected faster than the backoff allows", i)
-		prev = back
+		kicked := rec.next(t, 5*time.Second, "kicked", isFailure)
+		require.Equal(t, want, kicked.Delay, "kick %d", i)
+		if i < 3 {
+			next := rec.next(t, 5*time.Second, "next kick", isFailure)
+			require.GreaterOrEqual(t, next.Time.Sub(kicked.Time), kicked.Delay, "kick %d: came back faster than the backoff allows", i)
+			rec.unread() // the next kick is the next iteration's
+		}
 	}
-	_ = prev
 	bo.mu.Lock()
 	require.Zero(t, bo.resets, "short-lived connections must not reset the backoff")
 	bo.mu.Unlock()
 	require.LessOrEqual(t, kick.Count(), 6)
+	requireConsistent(t, rec.all())
 }
 
 func TestWrongCredentialsAreClassified(t *testing.T) {
@@ -207,6 +222,7 @@ func TestConnectTimesOutButKeepsTrying(t *testing.T) {
 	require.NoError(t, err)
 	addr := "127.0.0.1:" + itoa(port)
 	c := newClient(t, WithBroker("tcp://"+addr), WithBackoff(backoff.NewConstantBackOff(retry)))
+	rec := record(c)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
@@ -219,7 +235,6 @@ func TestConnectTimesOutButKeepsTrying(t *testing.T) {
 	b, err := broker.StartEmbedded(addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Stop() })
-	rec := record(c)
 	rec.next(t, 5*time.Second, "connected", to(StateConnected))
 }
 
@@ -244,10 +259,67 @@ func TestGivesUpWhenBackoffStops(t *testing.T) {
 	require.NoError(t, err)
 	c := newClient(t, WithBroker("tcp://127.0.0.1:"+itoa(port)),
 		WithBackoff(backoff.WithMaxRetries(backoff.NewConstantBackOff(10*time.Millisecond), 2)))
+	events := c.Watch(t.Context())
 	err = c.Connect(t.Context())
 	require.ErrorIs(t, err, ErrGaveUp)
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	require.Equal(t, StateClosed, c.State())
+	// Closed for good: no goroutine left waiting for Close, calls refused.
+	for range events {
+	}
+	require.ErrorIs(t, c.Publish(t.Context(), "a", nil), ErrClosed)
+	require.ErrorIs(t, c.Subscribe(t.Context(), "a", 0, func(Message) {}), ErrClosed)
+	require.ErrorIs(t, c.Connect(t.Context()), ErrClosed)
+}
+
+func TestCloseFromAnEventCallback(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	c := newClient(t, WithBroker(b.URL()))
+	closed := make(chan error, 1)
+	c.OnStateChange(func(ev Event) {
+		if ev.To == StateConnected {
+			closed <- c.Close(context.Background())
+		}
+	})
+	connect(t, c)
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(drainTimeout + 3*time.Second):
+		t.Fatal("Close called from a callback hangs")
+	}
+	require.Equal(t, StateClosed, c.State())
+}
+
+func TestPersistentSessionGetsOfflineSubscriptions(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	// A first run leaves a session on the broker.
+	first := newClient(t, WithBroker(b.URL()), WithClientID("persistent"), WithCleanSession(false))
+	connect(t, first)
+	require.NoError(t, first.Subscribe(t.Context(), "old/topic", 1, func(Message) {}))
+	require.NoError(t, first.Close(t.Context()))
+
+	// The next run subscribes before connecting; the broker still has the
+	// session, and must learn the new filter and forget the dropped one.
+	got := make(chan Message, 4)
+	second := newClient(t, WithBroker(b.URL()), WithClientID("persistent"), WithCleanSession(false))
+	require.NoError(t, second.Subscribe(t.Context(), "new/topic", 1, func(m Message) { got <- m }))
+	require.NoError(t, second.Unsubscribe(t.Context(), "old/topic"))
+	connect(t, second)
+	require.Eventually(t, func() bool { _, ok := second.GrantedQoS("new/topic"); return ok }, 5*time.Second, 10*time.Millisecond)
+
+	pub := newClient(t, WithBroker(b.URL()))
+	connect(t, pub)
+	require.NoError(t, pub.Publish(t.Context(), "old/topic", []byte("stale"), WithQoS(1)))
+	require.NoError(t, pub.Publish(t.Context(), "new/topic", []byte("fresh"), WithQoS(1)))
+	select {
+	case m := <-got:
+		require.Equal(t, "fresh", string(m.Payload))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscription made offline never reached the broker")
+	}
 }
 
 func TestBlockedSubscriberDelaysNobody(t *testing.T) {
@@ -295,7 +367,8 @@ func TestBlockedSubscriberDelaysNobody(t *testing.T) {
 		dropped += ev.Dropped
 	}
 	require.Greater(t, dropped, 0, "the laggard should have been told it missed events")
-	require.Equal(t, len(rec.all()), len(afterRelease)+dropped, "every event either delivered or counted")
+	last := afterRelease[len(afterRelease)-1]
+	require.Equal(t, int(last.Seq), len(afterRelease)+dropped, "every event either delivered or counted")
 }
 
 func TestPanickingSubscriberIsLoggedAndKeepsReceiving(t *testing.T) {
@@ -371,12 +444,15 @@ func TestHealthHandlers(t *testing.T) {
 				State string `json:"state"`
 			}
 			require.NoError(t, json.Unmarshal(h, &s))
+			known := false
 			for st := StateIdle; st <= StateClosed; st++ {
 				if st.String() == s.State {
-					rep.Clients[id] = Health{State: st}
+					rep.Clients[id], known = Health{State: st}, true
 				}
 			}
+			require.True(t, known, "unknown state %q", s.State)
 		}
+		require.Contains(t, rep.Clients, "probe-me")
 		return resp.StatusCode, rep
 	}
 
@@ -462,6 +538,16 @@ func TestInteropPublishSubscribe(t *testing.T) {
 				t.Fatal("message not received")
 			}
 			require.Equal(t, StateConnected, c.State())
+
+			// Brokers may grant less than asked; nats-server grants at most 1.
+			require.NoError(t, c.Subscribe(t.Context(), "interop/q2", 2, func(Message) {}))
+			granted, ok := c.GrantedQoS("interop/q2")
+			require.True(t, ok)
+			if name == "nats" {
+				require.EqualValues(t, 1, granted)
+			} else {
+				require.EqualValues(t, 2, granted)
+			}
 		})
 	}
 }

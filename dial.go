@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
 
 	"github.com/steadymqtt/steadymqtt/internal/wire"
+	"github.com/steadymqtt/steadymqtt/internal/wsconn"
 )
 
 // openConn is paho's open-connection hook: every attempt, whatever its
@@ -25,7 +28,7 @@ func (c *Client) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	a.mu.Lock()
 	a.hook = true
 	a.mu.Unlock()
-	raw, err := c.dial(a.ctx, a.broker)
+	raw, err := c.dial(withProbe(a.ctx, a.probe), a.broker)
 	if err != nil {
 		a.mu.Lock()
 		a.dialErr = err
@@ -40,27 +43,105 @@ func (c *Client) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	return conn, nil
 }
 
-// dial opens the transport of u. Host names are resolved here, at every
-// attempt, so a broker that moved is found again.
+// dial opens the transport of u: TCP, TLS over TCP, or a WebSocket over
+// either. Host names are resolved here, at every attempt, so a broker that
+// moved is found again.
 func (c *Client) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
+	switch u.Scheme {
+	case "ws", "wss":
+		return c.dialWebSocket(ctx, u)
+	case "ssl", "tls", "mqtts":
+		return c.dialTLS(ctx, u, u.Host)
+	}
+	return c.dialTCP(ctx, u, u.Host)
+}
+
+func (c *Client) dialTCP(ctx context.Context, u *url.URL, addr string) (net.Conn, error) {
 	d := &net.Dialer{}
 	if ip := c.cfg.sourceIP; ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 		}
 		return nil, fmt.Errorf("steadymqtt: %s: %w", u.Redacted(), err)
 	}
-	if !isTLS(u) {
-		return conn, nil
+	return conn, nil
+}
+
+func (c *Client) dialTLS(ctx context.Context, u *url.URL, addr string) (net.Conn, error) {
+	cfg, err := c.tlsConfigFor(u, probeFrom(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("steadymqtt: %s: %w", u.Redacted(), err)
 	}
-	tc := tls.Client(conn, c.tlsConfigFor(u))
+	conn, err := c.dialTCP(ctx, u, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
+		if classified := classifyTLS(err, u.Redacted()); classified != nil {
+			return nil, classified
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
+		}
 		return nil, fmt.Errorf("steadymqtt: %s: TLS handshake: %w", u.Redacted(), err)
 	}
 	return tc, nil
+}
+
+// dialWebSocket opens MQTT over WebSocket. paho's own WebSocket dialer
+// takes no custom dialer, so it would bypass binding and the TLS options;
+// this one dials through dialTCP and dialTLS.
+func (c *Client) dialWebSocket(ctx context.Context, u *url.URL) (net.Conn, error) {
+	var dialErr error // already classified and prefixed
+	d := &websocket.Dialer{
+		Subprotocols: []string{"mqtt"},
+		NetDialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			conn, err := c.dialTCP(ctx, u, addr)
+			dialErr = err
+			return conn, err
+		},
+		NetDialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			conn, err := c.dialTLS(ctx, u, addr)
+			dialErr = err
+			return conn, err
+		},
+	}
+	target := *u
+	target.User = nil
+	if target.Path == "" {
+		target.Path = "/mqtt"
+	}
+	ws, resp, err := d.DialContext(ctx, target.String(), http.Header{})
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		if dialErr != nil {
+			return nil, dialErr
+		}
+		// A TLS 1.3 broker rejects a client certificate after the
+		// handshake, so the alert comes while reading the upgrade response.
+		if u.Scheme == "wss" {
+			if classified := classifyTLS(err, u.Redacted()); classified != nil {
+				return nil, classified
+			}
+			if classified := classifyCertRejection(err, probeFrom(ctx), u.Redacted()); classified != nil {
+				return nil, classified
+			}
+		}
+		if resp != nil {
+			return nil, fmt.Errorf("steadymqtt: %s: WebSocket upgrade refused: %s", u.Redacted(), resp.Status)
+		}
+		if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrConnectTimeout) {
+			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
+		}
+		return nil, fmt.Errorf("steadymqtt: %s: WebSocket: %w", u.Redacted(), err)
+	}
+	return wsconn.New(ws), nil
 }

@@ -114,9 +114,9 @@ func (c *Client) monitor(epoch uint64, conn *wire.Conn, stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		s := conn.Stats()
-		if s.SinceReceived >= deadAfter {
+		if s.SinceAlive >= deadAfter {
 			_ = conn.CloseWithError(fmt.Errorf("%w: nothing received from the broker for %v (keepalive %v)",
-				ErrKeepaliveTimeout, s.SinceReceived.Round(time.Millisecond), ka))
+				ErrKeepaliveTimeout, s.SinceAlive.Round(time.Millisecond), ka))
 			return
 		}
 		if s.SinceReceived >= pingAfter {
@@ -127,9 +127,9 @@ func (c *Client) monitor(epoch uint64, conn *wire.Conn, stop <-chan struct{}) {
 		}
 		var why error
 		switch {
-		case s.SinceReceived >= degradedAfter:
+		case s.SinceAlive >= degradedAfter:
 			why = fmt.Errorf("%w: keepalive answer overdue, nothing received for %v",
-				ErrDegraded, s.SinceReceived.Round(time.Millisecond))
+				ErrDegraded, s.SinceAlive.Round(time.Millisecond))
 		case c.cfg.degradedRTT > 0 && s.RTT > c.cfg.degradedRTT:
 			why = fmt.Errorf("%w: keepalive round trip %v above the %v threshold", ErrDegraded, s.RTT, c.cfg.degradedRTT)
 		}

@@ -135,6 +135,13 @@ func (r *recorder) next(t *testing.T, timeout time.Duration, what string, ok fun
 	}
 }
 
+// unread makes the last event matched by next the first one next sees.
+func (r *recorder) unread() {
+	r.mu.Lock()
+	r.cursor--
+	r.mu.Unlock()
+}
+
 func to(s State) func(Event) bool { return func(ev Event) bool { return ev.To == s && ev.From != s } }
 
 // requireConsistent checks what every subscriber may rely on: Seq strictly

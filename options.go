@@ -2,7 +2,6 @@ package steadymqtt
 
 import (
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -50,7 +49,7 @@ type config struct {
 	degradedRTT    time.Duration
 	eventBuffer    int
 	logger         *zap.Logger
-	tlsConfig      *tls.Config
+	tls            tlsOptions
 	sourceIP       net.IP
 	interfaces     []string
 	will           *will
@@ -74,8 +73,8 @@ func (c *config) validate() error {
 		return optionError("WithBroker", "at least one broker URL is required")
 	}
 	for _, u := range c.brokers {
-		if c.tlsConfig != nil && !isTLS(u) {
-			return optionError("WithTLSConfig", "broker %s is not a TLS URL (use ssl://, tls:// or mqtts://); refusing to send in plaintext what was meant to be encrypted", u.Redacted())
+		if c.tls.set && !isTLS(u) {
+			return optionError("TLS options", "broker %s is not a TLS URL (use ssl://, tls://, mqtts:// or wss://); refusing to send in plaintext what was meant to be encrypted", u.Redacted())
 		}
 	}
 	if c.clientID == "" {
@@ -88,7 +87,9 @@ func (c *config) validate() error {
 }
 
 // WithBroker sets the broker URLs. Schemes: tcp:// and mqtt:// (plain,
-// port 1883 by default), ssl://, tls:// and mqtts:// (TLS, port 8883).
+// port 1883 by default), ssl://, tls:// and mqtts:// (TLS, port 8883),
+// ws:// and wss:// (MQTT over WebSocket, ports 80 and 443, path /mqtt unless
+// the URL has one). Every transport goes through the same dial path.
 // With several URLs each attempt goes to the next one in the list. User
 // information in a URL (mqtt://user:pass@host) overrides WithCredentials for
 // that broker; it never appears in logs, events or errors.
@@ -121,16 +122,18 @@ func parseBroker(raw string) (*url.URL, error) {
 		port = "1883"
 	case "ssl", "tls", "mqtts":
 		port = "8883"
-	case "ws", "wss":
-		return nil, fmt.Errorf("%w: %w: broker %s: websocket transport is not available yet", ErrInvalidOption, errors.ErrUnsupported, u.Redacted())
+	case "ws":
+		port = "80"
+	case "wss":
+		port = "443"
 	case "":
-		return nil, optionError("WithBroker", "broker URL %q has no scheme (want tcp://host:1883 or ssl://host:8883)", u.Redacted())
+		return nil, optionError("WithBroker", "broker URL %q has no scheme (want tcp://host:1883 or ssl://host:8883)", redactRaw(raw))
 	default:
-		return nil, optionError("WithBroker", "broker URL %s: unsupported scheme %q (want tcp, mqtt, ssl, tls or mqtts)", u.Redacted(), u.Scheme)
+		return nil, optionError("WithBroker", "broker URL %s: unsupported scheme %q (want tcp, mqtt, ssl, tls, mqtts, ws or wss)", redactRaw(raw), u.Scheme)
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	if u.Hostname() == "" {
-		return nil, optionError("WithBroker", "broker URL %s has no host", u.Redacted())
+		return nil, optionError("WithBroker", "broker URL %s has no host", redactRaw(raw))
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), port)
@@ -138,23 +141,27 @@ func parseBroker(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// redactRaw hides the password of a URL that url.Parse could not read.
+// redactRaw hides the password of a broker URL given as text, whether
+// url.Parse could read it or not ("user:pass@host" without a scheme
+// parses as an opaque URL, which url.Redacted does not touch).
 func redactRaw(raw string) string {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
 		return raw
 	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-			return scheme + "://" + rest[:colon] + ":xxxxx" + rest[at:]
-		}
+	start := 0
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		start = i + 3
+	}
+	if colon := strings.Index(raw[start:at], ":"); colon >= 0 {
+		return raw[:start+colon] + ":xxxxx" + raw[at:]
 	}
 	return raw
 }
 
 func isTLS(u *url.URL) bool {
 	switch u.Scheme {
-	case "ssl", "tls", "mqtts":
+	case "ssl", "tls", "mqtts", "wss":
 		return true
 	}
 	return false
@@ -278,19 +285,6 @@ func WithLogger(l *zap.Logger) Option {
 			return optionError("WithLogger", "nil logger (use zap.NewNop() to discard)")
 		}
 		c.logger = l
-		return nil
-	}
-}
-
-// WithTLSConfig sets the TLS configuration for ssl://, tls:// and mqtts://
-// brokers. It is cloned; ServerName defaults to the broker's host. Giving a
-// TLS configuration with a plaintext broker URL is an error.
-func WithTLSConfig(t *tls.Config) Option {
-	return func(c *config) error {
-		if t == nil {
-			return optionError("WithTLSConfig", "nil config")
-		}
-		c.tlsConfig = t.Clone()
 		return nil
 	}
 }

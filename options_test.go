@@ -21,7 +21,6 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 		{"unknown scheme", []Option{WithBroker("http://h:1883")}, "WithBroker", ErrInvalidOption},
 		{"no scheme", []Option{WithBroker("h:1883")}, "WithBroker", ErrInvalidOption},
 		{"no host", []Option{WithBroker("tcp://:1883")}, "WithBroker", ErrInvalidOption},
-		{"websocket not yet", []Option{WithBroker("ws://h/mqtt")}, "ws://", errors.ErrUnsupported},
 		{"keepalive below 1s", []Option{WithBroker("tcp://h"), WithKeepAlive(500 * time.Millisecond)}, "WithKeepAlive", ErrInvalidOption},
 		{"keepalive fractional", []Option{WithBroker("tcp://h"), WithKeepAlive(1500 * time.Millisecond)}, "WithKeepAlive", ErrInvalidOption},
 		{"keepalive too long", []Option{WithBroker("tcp://h"), WithKeepAlive(70000 * time.Second)}, "WithKeepAlive", ErrInvalidOption},
@@ -33,7 +32,15 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 		{"zero event buffer", []Option{WithBroker("tcp://h"), WithEventBuffer(0)}, "WithEventBuffer", ErrInvalidOption},
 		{"will with wildcard", []Option{WithBroker("tcp://h"), WithWill("a/#", nil, 1, false)}, "WithWill", ErrInvalidTopic},
 		{"will qos 3", []Option{WithBroker("tcp://h"), WithWill("a", nil, 3, false)}, "WithWill", ErrInvalidOption},
-		{"tls config with plaintext url", []Option{WithBroker("tcp://h"), WithTLSConfig(&tls.Config{})}, "WithTLSConfig", ErrInvalidOption},
+		{"tls config with plaintext url", []Option{WithBroker("tcp://h"), WithTLSConfig(&tls.Config{})}, "TLS options", ErrInvalidOption},
+		{"tls option with plain websocket", []Option{WithBroker("ws://h/mqtt"), WithServerName("broker")}, "TLS options", ErrInvalidOption},
+		{"tls config skipping verification", []Option{WithBroker("ssl://h"), WithTLSConfig(&tls.Config{InsecureSkipVerify: true})}, "WithInsecureSkipVerify", ErrInvalidOption},
+		{"tls 1.1", []Option{WithBroker("ssl://h"), WithMinTLSVersion(tls.VersionTLS11)}, "WithMinTLSVersion", ErrInvalidOption},
+		{"bad pin", []Option{WithBroker("ssl://h"), WithPinnedKeys("nope")}, "WithPinnedKeys", ErrInvalidOption},
+		{"missing CA file", []Option{WithBroker("ssl://h"), WithCAFile("/nonexistent/ca.pem")}, "WithCAFile", ErrTLSFiles},
+		{"CA without certificate", []Option{WithBroker("ssl://h"), WithCA([]byte("not pem"))}, "WithCA", ErrTLSFiles},
+		{"missing client cert", []Option{WithBroker("ssl://h"), WithClientCertFiles("/nonexistent/c.pem", "/nonexistent/k.pem")}, "WithClientCertFiles", ErrTLSFiles},
+		{"empty server name", []Option{WithBroker("ssl://h"), WithServerName("")}, "WithServerName", ErrInvalidOption},
 		{"interfaces not yet", []Option{WithBroker("tcp://h"), WithInterfaces("eth0")}, "WithInterfaces", errors.ErrUnsupported},
 		{"unspecified source ip", []Option{WithBroker("tcp://h"), WithSourceIP(nil)}, "WithSourceIP", ErrInvalidOption},
 	}
@@ -50,7 +57,8 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 }
 
 func TestErrorsNeverShowPasswords(t *testing.T) {
-	for _, raw := range []string{"http://user:s3cret@h:1", "tcp://user:s3cret@:1883", "tcp://user:s3cret@h:bad port"} {
+	for _, raw := range []string{"http://user:s3cret@h:1", "tcp://user:s3cret@:1883", "tcp://user:s3cret@h:bad port",
+		"gateway:s3cret@broker:1883", "user:s3cret@broker"} {
 		_, err := New(WithBroker(raw))
 		require.Error(t, err)
 		require.NotContains(t, err.Error(), "s3cret", raw)

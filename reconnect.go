@@ -30,6 +30,8 @@ type attempt struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	probe *certProbe // what a TLS broker asked of our certificate
+
 	mu      sync.Mutex
 	hook    bool // paho called the dial hook
 	conn    *wire.Conn
@@ -114,8 +116,8 @@ func (c *Client) credentials() (string, string) {
 }
 
 func (c *Client) run() {
-	defer close(c.done)
 	var final error
+	defer func() { c.finish(final) }()
 	for i := 0; ; i++ {
 		broker := c.cfg.brokers[i%len(c.cfg.brokers)]
 		a := c.newAttempt(broker)
@@ -139,15 +141,22 @@ func (c *Client) run() {
 			continue
 		}
 
-		if !c.m.up(a.epoch, conn) {
-			c.disconnect(conn)
-			break
-		}
-		upAt := time.Now()
-		lossErr, stopped := c.hold(a.epoch, conn, sessionPresent)
+		upAt, lossErr, stopped := c.hold(a.epoch, conn, sessionPresent)
 		if stopped {
 			c.disconnect(conn)
 			break
+		}
+		if upAt.IsZero() { // lost while its subscriptions were being restored
+			delay, ok := c.nextDelay()
+			if !ok {
+				final = fmt.Errorf("%w: %w", ErrGaveUp, lossErr)
+				break
+			}
+			c.m.failed(a.epoch, lossErr, delay)
+			if !c.sleep(delay) {
+				break
+			}
+			continue
 		}
 		// Only a connection that proved stable earns a fresh backoff; a
 		// broker that kicks the client right after CONNACK must meet
@@ -166,11 +175,10 @@ func (c *Client) run() {
 			break
 		}
 	}
-	c.m.close(final)
 }
 
 func (c *Client) newAttempt(broker *url.URL) *attempt {
-	a := &attempt{broker: broker, epoch: c.m.newAttempt(broker.Redacted())}
+	a := &attempt{broker: broker, epoch: c.m.newAttempt(broker.Redacted()), probe: &certProbe{}}
 	a.ctx, a.cancel = context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
 	c.attemptMu.Lock()
 	c.attempt = a
@@ -220,6 +228,13 @@ func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) err
 		return dialErr
 	case rc >= 1 && rc <= 5:
 		return &ConnectRefusedError{Code: rc, Broker: broker}
+	case isTLS(a.broker) && classifyTLS(err, broker) != nil:
+		// TLS 1.3 brokers reject a client certificate only after the
+		// client's side of the handshake is done: the alert arrives
+		// where paho waits for CONNACK.
+		return classifyTLS(err, broker)
+	case isTLS(a.broker) && classifyCertRejection(err, a.probe, broker) != nil:
+		return classifyCertRejection(err, a.probe, broker)
 	case conn != nil && conn.Cause() != nil:
 		return fmt.Errorf("steadymqtt: %s: %w", broker, conn.Cause())
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -228,8 +243,11 @@ func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) err
 	return fmt.Errorf("steadymqtt: %s: MQTT handshake failed: %w", broker, err)
 }
 
-// hold watches a live connection until it is lost or Close is called.
-func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (lossErr error, stopped bool) {
+// hold runs a connection from CONNACK to its loss or to Close. The
+// keepalive monitor starts at once; the state becomes connected only once
+// the subscriptions are in place, so that "connected" means messages flow.
+// upAt is zero if the connection was lost before that.
+func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (upAt time.Time, lossErr error, stopped bool) {
 	monStop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -242,13 +260,19 @@ func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (lossE
 		wg.Wait()
 	}()
 
-	if !sessionPresent || c.cfg.cleanSession {
-		c.restoreSubscriptions()
+	c.syncSubscriptions(sessionPresent && !c.cfg.cleanSession)
+	select {
+	case <-conn.Done():
+	default:
+		c.m.up(epoch, conn)
+		upAt = time.Now()
+		// Whatever was registered while the first sync ran.
+		c.syncSubscriptions(true)
 	}
 	for {
 		select {
 		case <-c.stop:
-			return nil, true
+			return upAt, nil, true
 		case err := <-c.lost:
 			select {
 			case <-conn.Done():
@@ -258,8 +282,7 @@ func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (lossE
 			if cause := conn.Cause(); cause != nil {
 				err = cause
 			}
-			broker := c.Health().Broker
-			return fmt.Errorf("steadymqtt: connection to %s lost: %w", broker, err), false
+			return upAt, fmt.Errorf("steadymqtt: connection to %s lost: %w", c.Health().Broker, err), false
 		}
 	}
 }

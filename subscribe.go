@@ -26,16 +26,23 @@ type subscription struct {
 	qos     byte
 	granted byte
 	handler MessageHandler
+	// active: the broker acknowledged it in the current session, so a
+	// reconnect that finds the session present need not subscribe again.
+	active bool
 }
 
-// registry holds the subscriptions the client restores after a reconnect
-// whenever the broker did not keep the session.
+// registry holds the subscriptions the client (re)makes after a
+// reconnect, and the unsubscriptions asked for while offline, which a
+// broker that kept the session must still be told about.
 type registry struct {
-	mu   sync.Mutex
-	subs map[string]*subscription
+	mu      sync.Mutex
+	subs    map[string]*subscription
+	dropped map[string]struct{}
 }
 
-func newRegistry() *registry { return &registry{subs: make(map[string]*subscription)} }
+func newRegistry() *registry {
+	return &registry{subs: make(map[string]*subscription), dropped: make(map[string]struct{})}
+}
 
 // Subscribe registers h for filter and, when connected, subscribes at the
 // broker and waits for its SUBACK. While disconnected the subscription is
@@ -58,6 +65,7 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 	s := &subscription{qos: qos, handler: h}
 	c.subs.mu.Lock()
 	c.subs.subs[filter] = s
+	delete(c.subs.dropped, filter)
 	c.subs.mu.Unlock()
 	if !c.State().Up() {
 		return nil
@@ -78,34 +86,71 @@ func (c *Client) subscribe(ctx context.Context, filter string, s *subscription) 
 	if err := tok.Error(); err != nil {
 		return fmt.Errorf("steadymqtt: subscribe %q: %w", filter, err)
 	}
+	granted := s.qos
 	if st, ok := tok.(*mqtt.SubscribeToken); ok {
-		if granted, ok := st.Result()[filter]; ok {
-			if granted == 0x80 {
-				return fmt.Errorf("steadymqtt: subscribe %q: refused by the broker", filter)
-			}
-			c.subs.mu.Lock()
-			s.granted = granted
-			c.subs.mu.Unlock()
+		// One filter per SUBSCRIBE, so the only result is ours (paho keys
+		// it without the $share/group/ prefix).
+		for _, g := range st.Result() {
+			granted = g
 		}
 	}
+	if granted == 0x80 {
+		return fmt.Errorf("steadymqtt: subscribe %q: refused by the broker", filter)
+	}
+	c.subs.mu.Lock()
+	s.granted, s.active = granted, true
+	c.subs.mu.Unlock()
 	return nil
 }
 
-// restoreSubscriptions subscribes again to everything registered; called on
-// a new connection whose session the broker did not keep.
-func (c *Client) restoreSubscriptions() {
+// GrantedQoS returns the QoS the broker granted for filter (brokers may
+// grant less than asked: nats-server grants at most 1), and false when
+// the filter is not subscribed in the current session.
+func (c *Client) GrantedQoS(filter string) (byte, bool) {
 	c.subs.mu.Lock()
-	all := make(map[string]*subscription, len(c.subs.subs))
-	for f, s := range c.subs.subs {
-		all[f] = s
+	defer c.subs.mu.Unlock()
+	s, ok := c.subs.subs[filter]
+	if !ok || !s.active {
+		return 0, false
 	}
+	return s.granted, true
+}
+
+// syncSubscriptions brings the broker's session in line with the registry
+// after a CONNACK: when the session is gone, everything is subscribed
+// again; when it was kept, only what changed while offline.
+func (c *Client) syncSubscriptions(sessionPresent bool) {
+	c.subs.mu.Lock()
+	todo := make(map[string]*subscription)
+	for f, s := range c.subs.subs {
+		if !sessionPresent {
+			s.active = false
+		}
+		if !s.active {
+			todo[f] = s
+		}
+	}
+	var drop []string
+	if sessionPresent {
+		for f := range c.subs.dropped {
+			drop = append(drop, f)
+		}
+	}
+	clear(c.subs.dropped)
 	c.subs.mu.Unlock()
-	for f, s := range all {
+
+	for f, s := range todo {
 		ctx, cancel := context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
 		if err := c.subscribe(ctx, f, s); err != nil {
 			c.log.Warn("restoring subscription failed", zap.String("filter", f), zap.Error(err))
 		}
 		cancel()
+	}
+	if len(drop) > 0 {
+		tok := c.paho.Unsubscribe(drop...)
+		if !tok.WaitTimeout(c.cfg.connectTimeout) || tok.Error() != nil {
+			c.log.Warn("unsubscribing what was dropped while offline failed", zap.Strings("filters", drop), zap.Error(tok.Error()))
+		}
 	}
 }
 
@@ -123,11 +168,17 @@ func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	c.subs.mu.Lock()
 	for _, f := range filters {
 		delete(c.subs.subs, f)
+		c.subs.dropped[f] = struct{}{}
 	}
 	c.subs.mu.Unlock()
 	if !c.State().Up() || len(filters) == 0 {
-		return nil
+		return nil // told to the broker at the next connection, if it kept the session
 	}
+	c.subs.mu.Lock()
+	for _, f := range filters {
+		delete(c.subs.dropped, f)
+	}
+	c.subs.mu.Unlock()
 	tok := c.paho.Unsubscribe(filters...)
 	select {
 	case <-tok.Done():

@@ -4,11 +4,15 @@
 package broker
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -20,11 +24,13 @@ import (
 // stopped and started again on the same port, which is how the quick start
 // and the tests show a reconnect.
 type Embedded struct {
-	mu     sync.Mutex
-	addr   string
-	server *mqtt.Server
-	hooks  []mqtt.Hook
-	logger *slog.Logger
+	mu        sync.Mutex
+	addr      string
+	server    *mqtt.Server
+	hooks     []mqtt.Hook
+	logger    *slog.Logger
+	tls       *tls.Config
+	websocket bool
 }
 
 // EmbeddedOption adds behaviour to an embedded broker.
@@ -32,6 +38,12 @@ type EmbeddedOption func(*Embedded)
 
 // WithHook adds a mochi hook (after the allow-all auth hook).
 func WithHook(h mqtt.Hook) EmbeddedOption { return func(e *Embedded) { e.hooks = append(e.hooks, h) } }
+
+// WithTLS serves TLS with cfg (set ClientAuth for mutual TLS).
+func WithTLS(cfg *tls.Config) EmbeddedOption { return func(e *Embedded) { e.tls = cfg } }
+
+// WithWebSocket serves MQTT over WebSocket instead of plain TCP.
+func WithWebSocket() EmbeddedOption { return func(e *Embedded) { e.websocket = true } }
 
 // WithLog sends the broker's log to w.
 func WithLog(w io.Writer) EmbeddedOption {
@@ -66,7 +78,19 @@ func (e *Embedded) Start() error {
 			return err
 		}
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: e.addr})
+	if e.websocket && strings.HasSuffix(e.addr, ":0") {
+		// mochi's WebSocket listener cannot tell the port it got.
+		port, err := FreePort()
+		if err != nil {
+			return err
+		}
+		e.addr = net.JoinHostPort(strings.TrimSuffix(e.addr, ":0"), strconv.Itoa(port))
+	}
+	lc := listeners.Config{ID: "l", Address: e.addr, TLSConfig: e.tls}
+	var l listeners.Listener = listeners.NewTCP(lc)
+	if e.websocket {
+		l = listeners.NewWebsocket(lc)
+	}
 	if err := s.AddListener(l); err != nil {
 		return fmt.Errorf("embedded broker: listen on %s: %w", e.addr, err)
 	}
@@ -76,6 +100,9 @@ func (e *Embedded) Start() error {
 	}
 	e.addr = l.Address() // keep the port for a restart
 	e.server = s
+	if e.websocket { // it listens on a goroutine of its own
+		return waitListening(e.addr)
+	}
 	return nil
 }
 
@@ -98,8 +125,11 @@ func (e *Embedded) Addr() string {
 	return e.addr
 }
 
-// URL is the tcp:// URL of the listener.
-func (e *Embedded) URL() string { return "tcp://" + e.Addr() }
+// URL is the URL of the listener: tcp://, ssl://, ws:// or wss://.
+func (e *Embedded) URL() string {
+	scheme := map[[2]bool]string{{false, false}: "tcp", {false, true}: "ssl", {true, false}: "ws", {true, true}: "wss"}
+	return scheme[[2]bool{e.websocket, e.tls != nil}] + "://" + e.Addr()
+}
 
 // Kick drops the client with id from the broker side, as a broker does to a
 // client whose ID another client just took. It reports whether the client
@@ -166,4 +196,18 @@ func (h *KickAfterConnect) Count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.count
+}
+
+func waitListening(addr string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("embedded broker: nothing listens on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

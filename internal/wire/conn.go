@@ -43,8 +43,12 @@ type Conn struct {
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
 	lastRecv              atomic.Int64 // mono time of the last complete packet received
-	pingSent              atomic.Int64 // mono time of the outstanding PINGREQ, 0 when none
-	rtt                   atomic.Int64
+	// lastAlive is the last sign that the path works: bytes received, or a
+	// later chunk of a long write accepted by the kernel (the first chunk
+	// proves nothing, a dead socket takes it into its buffer: MQTT.js #1861).
+	lastAlive atomic.Int64
+	pingSent  atomic.Int64 // mono time of the outstanding PINGREQ, 0 when none
+	rtt       atomic.Int64
 
 	hook func(Dir, Header)
 
@@ -60,13 +64,16 @@ func NewConn(c net.Conn, hook func(Dir, Header)) *Conn {
 	w := &Conn{Conn: c, hook: hook, done: make(chan struct{})}
 	// The connection counts as alive from the moment it exists; the first
 	// packet received (CONNACK) refines it.
-	w.lastRecv.Store(mono())
+	now := mono()
+	w.lastRecv.Store(now)
+	w.lastAlive.Store(now)
 	return w
 }
 
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
+		c.lastAlive.Store(mono()) // a large packet trickling in is progress too
 		c.bytesIn.Add(uint64(n))
 		c.rmu.Lock()
 		c.rp.Feed(p[:n], c.received)
@@ -103,14 +110,30 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.write(p)
 }
 
+// writeChunk is the size in which long writes are handed to the kernel, so
+// that their progress can be seen.
+const writeChunk = 32 << 10
+
 // write must be called with wmu held.
 func (c *Conn) write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if n > 0 {
-		c.bytesOut.Add(uint64(n))
-		c.wp.Feed(p[:n], c.sent)
+	total := 0
+	for len(p) > 0 {
+		k := min(len(p), writeChunk)
+		n, err := c.Conn.Write(p[:k])
+		if n > 0 {
+			if total > 0 {
+				c.lastAlive.Store(mono())
+			}
+			total += n
+			c.bytesOut.Add(uint64(n))
+			c.wp.Feed(p[:n], c.sent)
+		}
+		if err != nil {
+			return total, err
+		}
+		p = p[n:]
 	}
-	return n, err
+	return total, nil
 }
 
 func (c *Conn) sent(h Header) {
@@ -187,6 +210,7 @@ type Stats struct {
 	PacketsIn, PacketsOut uint64
 	LastReceived          time.Time     // last complete packet from the broker
 	SinceReceived         time.Duration // monotonic age of LastReceived
+	SinceAlive            time.Duration // age of the last sign of progress in either direction
 	RTT                   time.Duration // last PINGREQ→PINGRESP round trip, 0 if none yet
 	PingOutstanding       time.Duration // age of the unanswered PINGREQ, 0 if none
 }
@@ -201,6 +225,7 @@ func (c *Conn) Stats() Stats {
 		PacketsIn:     c.packetsIn.Load(),
 		PacketsOut:    c.packetsOut.Load(),
 		SinceReceived: time.Duration(now - last),
+		SinceAlive:    time.Duration(now - c.lastAlive.Load()),
 		RTT:           time.Duration(c.rtt.Load()),
 	}
 	if s.PacketsIn > 0 {

@@ -122,3 +122,27 @@ func BenchmarkParserFeed(b *testing.B) {
 		b.Fatalf("parsed %d packets, want %d", n, 64*b.N)
 	}
 }
+
+func TestBytesOfAnUnfinishedPacketCountAsAlive(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := NewConn(a, nil)
+	defer c.Close()
+	go func() { // a large PUBLISH trickling in
+		_, _ = b.Write([]byte{0x30, 0xff, 0x7f})
+		for i := 0; i < 3; i++ {
+			time.Sleep(30 * time.Millisecond)
+			_, _ = b.Write(make([]byte, 100))
+		}
+	}()
+	buf := make([]byte, 512)
+	for read := 0; read < 303; {
+		n, err := c.Read(buf)
+		require.NoError(t, err)
+		read += n
+	}
+	s := c.Stats()
+	require.Zero(t, s.PacketsIn, "the packet is not complete")
+	require.GreaterOrEqual(t, s.SinceReceived, 90*time.Millisecond)
+	require.Less(t, s.SinceAlive, s.SinceReceived)
+}

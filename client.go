@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/steadymqtt/steadymqtt/internal/bus"
+	"github.com/steadymqtt/steadymqtt/internal/outbox"
 )
 
 // Client keeps one MQTT connection alive. It is safe for concurrent use.
@@ -18,12 +19,14 @@ import (
 // A Client owns exactly one retry loop (paho's own reconnect is off), one
 // state machine, and the dial path of every attempt.
 type Client struct {
-	cfg  *config
-	log  *zap.Logger
-	m    *machine
-	bus  *bus.Bus[Event]
-	paho mqtt.Client
-	subs *registry
+	cfg    *config
+	log    *zap.Logger
+	m      *machine
+	bus    *bus.Bus[Event]
+	paho   mqtt.Client
+	subs   *registry
+	outbox *outbox.Outbox
+	stats  counters
 
 	// attempt is the connection attempt in progress, read by the dial hook
 	// that paho calls from its own goroutine.
@@ -42,6 +45,7 @@ type Client struct {
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the manager has returned
 	closeCtx context.Context
+	unsent   int // set before done is closed
 }
 
 // New validates the options and builds a client. It does no network I/O.
@@ -62,13 +66,25 @@ func New(opts ...Option) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	policy := outbox.Reject
+	if cfg.dropOldest {
+		policy = outbox.DropOldest
+	}
+	ob, err := outbox.Open(outbox.Config{
+		MaxCount: cfg.outboxCount, MaxBytes: cfg.outboxBytes, Policy: policy,
+		KeyWindow: cfg.keyWindow, KeyCount: cfg.keyCount, Dir: cfg.outboxDir,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: WithDurableOutbox: %w", ErrInvalidOption, err)
+	}
 	c := &Client{
-		cfg:  cfg,
-		log:  cfg.logger.With(zap.String("client_id", cfg.clientID)),
-		subs: newRegistry(),
-		lost: make(chan error, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:    cfg,
+		log:    cfg.logger.With(zap.String("client_id", cfg.clientID)),
+		subs:   newRegistry(),
+		outbox: ob,
+		lost:   make(chan error, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
 	c.bus = bus.New[Event](cfg.eventBuffer, func(r any) {
@@ -153,6 +169,13 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	select {
 	case <-c.done:
+		if n := c.unsent; n > 0 {
+			where := "lost"
+			if c.outbox.Durable() {
+				where = "kept in the durable outbox for the next start"
+			}
+			return fmt.Errorf("%w: close: %d messages not acknowledged (%s)", ErrNotDelivered, n, where)
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("steadymqtt: close: %w (the client goes on stopping in the background)", ctx.Err())
@@ -172,6 +195,12 @@ func (c *Client) finish(final error) {
 	c.closed = true // also after giving up: Publish and Subscribe say ErrClosed
 	c.lifeMu.Unlock()
 	c.m.close(final)
+	unsent, err := c.outbox.Close(fmt.Errorf("%w: the client closed first", ErrNotDelivered))
+	if err != nil {
+		c.log.Error("closing the durable outbox", zap.Error(err))
+	}
+	c.unsent = unsent
+	c.subs.stop(drainTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	if err := c.bus.Close(ctx); err != nil {
 		c.log.Warn("event subscribers still busy at close; their pending events were dropped", zap.Error(err))

@@ -35,7 +35,7 @@ func (c *Client) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		a.mu.Unlock()
 		return nil, err
 	}
-	conn := wire.NewConn(raw, nil)
+	conn := wire.NewConn(raw, a.tracker.observe)
 	if !a.setConn(conn) {
 		_ = conn.Close()
 		return nil, ErrClosed

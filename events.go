@@ -6,9 +6,36 @@ import (
 	"time"
 )
 
-// Event is one change of the client's state, or one failed attempt (then
-// From == To and Err says why). Events of one client have strictly
-// increasing Seq.
+// EventKind tells what an Event reports.
+type EventKind int
+
+const (
+	// KindState is a change of state, or a failed attempt (From == To).
+	KindState EventKind = iota
+	// KindMessageDropped: a message left a full outbox for a newer one
+	// (WithDropOldest); Topic and Key name it.
+	KindMessageDropped
+	// KindPoisonMessage: a message was taken out of the outbox because the
+	// broker closed the connection after each send; Err says more.
+	KindPoisonMessage
+	// KindHandlerOverflow: a received message was not handed to a
+	// subscription's handler because its backlog was full; Topic names it.
+	KindHandlerOverflow
+)
+
+var kindNames = [...]string{"state", "message-dropped", "poison-message", "handler-overflow"}
+
+func (k EventKind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "EventKind(?)"
+}
+
+// Event is one change of the client's state, one failed attempt (then
+// From == To and Err says why), or, with a Kind other than KindState, a
+// message the client could not deliver (From == To). Events of one client
+// have strictly increasing Seq.
 type Event struct {
 	Seq      uint64 // strictly increasing per client
 	Time     time.Time
@@ -29,6 +56,10 @@ type Event struct {
 	// Dropped counts the events this subscriber missed just before this one
 	// because it was slow; they were coalesced away.
 	Dropped int
+
+	Kind  EventKind // KindState unless the event is about a message
+	Topic string    // the message's topic, for message events
+	Key   string    // the message's idempotency key, for message events
 }
 
 // OnStateChange calls fn with every event, in order, on a goroutine of its

@@ -18,6 +18,9 @@ import (
 var brokerURL = "tcp://localhost:1883"
 
 func TestMain(m *testing.M) {
+	if phase := os.Getenv("STEADYMQTT_CHILD"); phase != "" {
+		os.Exit(steadymqtt.ChildPublisher(phase)) // a child of the crash test
+	}
 	b, err := broker.StartEmbedded("127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "examples: embedded broker:", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/steadymqtt/steadymqtt/internal/wire"
@@ -135,4 +136,42 @@ func (c *Client) monitor(epoch uint64, conn *wire.Conn, stop <-chan struct{}) {
 		}
 		c.m.degrade(epoch, why)
 	}
+}
+
+// Stats counts what the client did with messages since New. Arrays are
+// indexed by QoS.
+type Stats struct {
+	Published    [3]uint64 // accepted by Publish (not counting joined or deduplicated calls)
+	Acknowledged [3]uint64 // QoS 0: written; QoS 1/2: PUBACK/PUBCOMP seen
+	Dropped      [3]uint64 // refused offline (QoS 0), dropped from a full outbox, or poison
+	Deduplicated uint64    // Publish calls answered by an idempotency key without a send
+	Redelivered  uint64    // messages sent again on a new connection
+	Received     uint64    // messages received for subscriptions
+	HandlerDrops uint64    // received messages not handed to a full handler backlog
+	Unrouted     uint64    // received messages that matched no subscription
+	Outbox       int       // messages waiting to be sent or acknowledged
+	OutboxBytes  int
+}
+
+type counters struct {
+	published, acknowledged, dropped [3]atomic.Uint64
+	deduplicated, redelivered        atomic.Uint64
+	received, handlerDrops, unrouted atomic.Uint64
+}
+
+// Stats returns the counters; like Health it does no I/O.
+func (c *Client) Stats() Stats {
+	var s Stats
+	for q := 0; q < 3; q++ {
+		s.Published[q] = c.stats.published[q].Load()
+		s.Acknowledged[q] = c.stats.acknowledged[q].Load()
+		s.Dropped[q] = c.stats.dropped[q].Load()
+	}
+	s.Deduplicated = c.stats.deduplicated.Load()
+	s.Redelivered = c.stats.redelivered.Load()
+	s.Received = c.stats.received.Load()
+	s.HandlerDrops = c.stats.handlerDrops.Load()
+	s.Unrouted = c.stats.unrouted.Load()
+	s.Outbox, s.OutboxBytes = c.outbox.Len(), c.outbox.Bytes()
+	return s
 }

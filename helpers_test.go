@@ -72,7 +72,9 @@ func newClient(t *testing.T, opts ...Option) *Client {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		require.NoError(t, c.Close(ctx))
+		if err := c.Close(ctx); !errors.Is(err, ErrNotDelivered) { // tests that leave messages behind check that themselves
+			require.NoError(t, err)
+		}
 	})
 	return c
 }

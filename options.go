@@ -54,6 +54,18 @@ type config struct {
 	interfaces     []string
 	will           *will
 	cleanSession   bool
+
+	outboxCount    int
+	outboxBytes    int
+	outboxDir      string
+	dropOldest     bool
+	queueQoS0      bool
+	inFlight       int
+	keyWindow      time.Duration
+	keyCount       int
+	poisonAfter    int
+	envelope       bool
+	handlerBacklog int
 }
 
 func defaultConfig() *config {
@@ -64,6 +76,13 @@ func defaultConfig() *config {
 		eventBuffer:    DefaultEventBuffer,
 		logger:         zap.NewNop(),
 		cleanSession:   true,
+		outboxCount:    DefaultOutboxCount,
+		outboxBytes:    DefaultOutboxBytes,
+		inFlight:       DefaultInFlight,
+		keyWindow:      DefaultKeyWindow,
+		keyCount:       DefaultKeyCount,
+		poisonAfter:    DefaultPoisonAfter,
+		handlerBacklog: DefaultHandlerBacklog,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
@@ -30,7 +31,8 @@ type attempt struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	probe *certProbe // what a TLS broker asked of our certificate
+	probe   *certProbe  // what a TLS broker asked of our certificate
+	tracker *ackTracker // acknowledgements seen on this attempt's connection
 
 	mu      sync.Mutex
 	hook    bool // paho called the dial hook
@@ -90,7 +92,15 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetAutoReconnect(false) // one retry loop: ours (paho #509, #675)
 	o.SetConnectRetry(false)
 	o.SetResumeSubs(false)
-	o.SetOrderMatters(false) // handlers off the receive path (paho #208)
+	// Every message goes to route, in order, which only queues it for the
+	// subscription's own worker: handlers stay off paho's receive path
+	// (paho #208) and the PUBACK waits for the handler.
+	o.SetOrderMatters(true)
+	o.SetDefaultPublishHandler(c.route)
+	o.SetAutoAckDisabled(true)
+	// paho keeps no copy of outgoing messages: the outbox resends what was
+	// not acknowledged, so paho's own resend on resume would send it twice.
+	o.SetStore(nopStore{})
 	o.SetCustomOpenConnectionFn(c.openConn)
 	o.SetCredentialsProvider(c.credentials)
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
@@ -141,7 +151,7 @@ func (c *Client) run() {
 			continue
 		}
 
-		upAt, lossErr, stopped := c.hold(a.epoch, conn, sessionPresent)
+		upAt, lossErr, stopped := c.hold(a, conn, sessionPresent)
 		if stopped {
 			c.disconnect(conn)
 			break
@@ -178,7 +188,8 @@ func (c *Client) run() {
 }
 
 func (c *Client) newAttempt(broker *url.URL) *attempt {
-	a := &attempt{broker: broker, epoch: c.m.newAttempt(broker.Redacted()), probe: &certProbe{}}
+	a := &attempt{broker: broker, epoch: c.m.newAttempt(broker.Redacted()),
+		probe: &certProbe{}, tracker: newAckTracker()}
 	a.ctx, a.cancel = context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
 	c.attemptMu.Lock()
 	c.attempt = a
@@ -247,16 +258,16 @@ func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) err
 // keepalive monitor starts at once; the state becomes connected only once
 // the subscriptions are in place, so that "connected" means messages flow.
 // upAt is zero if the connection was lost before that.
-func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (upAt time.Time, lossErr error, stopped bool) {
-	monStop := make(chan struct{})
+func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt time.Time, lossErr error, stopped bool) {
+	l := &link{conn: conn, tracker: a.tracker, end: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.monitor(epoch, conn, monStop)
+		c.monitor(a.epoch, conn, l.end)
 	}()
 	defer func() {
-		close(monStop)
+		close(l.end)
 		wg.Wait()
 	}()
 
@@ -264,14 +275,22 @@ func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (upAt 
 	select {
 	case <-conn.Done():
 	default:
-		c.m.up(epoch, conn)
+		c.m.up(a.epoch, conn)
 		upAt = time.Now()
 		// Whatever was registered while the first sync ran.
 		c.syncSubscriptions(true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.send(l)
+		}()
 	}
 	for {
 		select {
 		case <-c.stop:
+			ctx, cancel := c.closeContext()
+			c.flush(ctx, l)
+			cancel()
 			return upAt, nil, true
 		case err := <-c.lost:
 			select {
@@ -286,6 +305,22 @@ func (c *Client) hold(epoch uint64, conn *wire.Conn, sessionPresent bool) (upAt 
 		}
 	}
 }
+
+// closeContext is Close's context, bounded to flushTimeout when it has no
+// deadline, so that a broker that never acknowledges cannot hold Close.
+func (c *Client) closeContext() (context.Context, context.CancelFunc) {
+	c.lifeMu.Lock()
+	ctx := c.closeCtx
+	c.lifeMu.Unlock()
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, flushTimeout)
+}
+
+// flushTimeout bounds how long Close without a deadline waits for the
+// outbox to drain.
+const flushTimeout = 5 * time.Second
 
 // disconnect sends DISCONNECT within what Close's context allows.
 func (c *Client) disconnect(conn *wire.Conn) {
@@ -334,3 +369,14 @@ func (c *Client) stopping() bool {
 		return false
 	}
 }
+
+// nopStore is a paho Store that keeps nothing.
+type nopStore struct{}
+
+func (nopStore) Open()                             {}
+func (nopStore) Put(string, packets.ControlPacket) {}
+func (nopStore) Get(string) packets.ControlPacket  { return nil }
+func (nopStore) All() []string                     { return nil }
+func (nopStore) Del(string)                        {}
+func (nopStore) Close()                            {}
+func (nopStore) Reset()                            {}

@@ -186,6 +186,18 @@ func (m *machine) degrade(epoch uint64, why error) {
 	}
 }
 
+// notice reports something about a message without changing the state.
+func (m *machine) notice(kind EventKind, err error, topic, key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	m.publish(Event{
+		Seq: m.seq, Time: time.Now(), From: m.state, To: m.state, Err: err,
+		Attempt: m.attempt, Broker: m.broker, Interface: m.iface,
+		Kind: kind, Topic: topic, Key: key,
+	})
+}
+
 // close is final; err is set when the client closed itself (ErrGaveUp).
 func (m *machine) close(err error) {
 	m.mu.Lock()

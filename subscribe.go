@@ -3,11 +3,22 @@ package steadymqtt
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/zap"
 )
+
+// One received message: paho hands every PUBLISH, in order, to route
+// (paho's default handler; paho's own per-filter routes are not used, they
+// lose shared subscriptions on unsubscribe). route matches it against the
+// registry and puts it in the bounded backlog of each matching
+// subscription, never blocking paho's receive path. Each subscription has
+// one worker that calls its handler in order; the PUBACK goes out once every
+// matching handler returned (or the message was counted as dropped).
 
 // Message is a message received on a subscription.
 type Message struct {
@@ -18,17 +29,54 @@ type Message struct {
 	Duplicate bool
 }
 
-// MessageHandler receives the messages of one subscription. It runs off the
-// network goroutine, so a slow handler does not stall the connection.
+// MessageHandler receives the messages of one subscription, in order, on
+// a goroutine of that subscription: a slow handler delays neither the
+// connection's keepalive nor other subscriptions. If it falls behind by
+// more than the backlog (WithHandlerBacklog), messages are dropped,
+// counted in Stats().HandlerDrops and reported by a KindHandlerOverflow
+// event.
 type MessageHandler func(Message)
 
+// WithHandlerBacklog sets how many received messages may wait for each
+// subscription's handler. Default 256.
+func WithHandlerBacklog(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return optionError("WithHandlerBacklog", "%d must be at least 1", n)
+		}
+		c.handlerBacklog = n
+		return nil
+	}
+}
+
 type subscription struct {
+	filter  string // as subscribed, possibly $share/group/…
+	match   string // what topics are matched against
 	qos     byte
 	granted byte
 	handler MessageHandler
 	// active: the broker acknowledged it in the current session, so a
 	// reconnect that finds the session present need not subscribe again.
 	active bool
+	queue  chan delivery
+}
+
+type delivery struct {
+	msg Message
+	ack *pendingAck
+}
+
+// pendingAck acknowledges a message once every subscription it was handed
+// to is done with it.
+type pendingAck struct {
+	left atomic.Int32
+	m    mqtt.Message
+}
+
+func (p *pendingAck) done() {
+	if p.left.Add(-1) == 0 {
+		p.m.Ack()
+	}
 }
 
 // registry holds the subscriptions the client (re)makes after a
@@ -38,6 +86,8 @@ type registry struct {
 	mu      sync.Mutex
 	subs    map[string]*subscription
 	dropped map[string]struct{}
+	stopped bool
+	workers sync.WaitGroup
 }
 
 func newRegistry() *registry {
@@ -48,9 +98,14 @@ func newRegistry() *registry {
 // broker and waits for its SUBACK. While disconnected the subscription is
 // only registered and nil is returned: it is made at the next connection.
 // The registry survives reconnects; a filter subscribed again replaces its
-// handler.
+// handler. Shared subscriptions ($share/group/filter) are accepted; their
+// messages arrive with the plain topic.
 func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h MessageHandler) error {
-	if err := validateFilter(filter); err != nil {
+	match, err := sharedFilter(filter)
+	if err != nil {
+		return err
+	}
+	if err := validateFilter(match); err != nil {
 		return err
 	}
 	if qos > 2 {
@@ -59,32 +114,129 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 	if h == nil {
 		return fmt.Errorf("%w: Subscribe: nil handler", ErrInvalidOption)
 	}
-	if c.isClosed() {
+	s := &subscription{filter: filter, match: match, qos: qos, handler: h,
+		queue: make(chan delivery, c.cfg.handlerBacklog)}
+	r := c.subs
+	r.mu.Lock()
+	if r.stopped || c.isClosed() {
+		r.mu.Unlock()
 		return ErrClosed
 	}
-	s := &subscription{qos: qos, handler: h}
-	c.subs.mu.Lock()
-	c.subs.subs[filter] = s
-	delete(c.subs.dropped, filter)
-	c.subs.mu.Unlock()
+	if old, ok := r.subs[filter]; ok {
+		close(old.queue) // its worker finishes what it has, then ends
+	}
+	r.subs[filter] = s
+	delete(r.dropped, filter)
+	r.workers.Add(1)
+	go c.work(s)
+	r.mu.Unlock()
 	if !c.State().Up() {
 		return nil
 	}
-	return c.subscribe(ctx, filter, s)
+	return c.subscribe(ctx, s)
 }
 
-func (c *Client) subscribe(ctx context.Context, filter string, s *subscription) error {
-	h := s.handler
-	tok := c.paho.Subscribe(filter, s.qos, func(_ mqtt.Client, m mqtt.Message) {
-		h(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Duplicate: m.Duplicate()})
-	})
+// sharedFilter returns the filter that topics are matched against:
+// $share/group/filter → filter.
+func sharedFilter(filter string) (string, error) {
+	if !strings.HasPrefix(filter, "$share/") {
+		return filter, nil
+	}
+	parts := strings.SplitN(filter, "/", 3)
+	if len(parts) < 3 || parts[1] == "" || strings.ContainsAny(parts[1], "+#") {
+		return "", fmt.Errorf("%w: %q: a shared subscription is $share/group/filter", ErrInvalidTopic, filter)
+	}
+	return parts[2], nil
+}
+
+func (c *Client) work(s *subscription) {
+	defer c.subs.workers.Done()
+	for d := range s.queue {
+		c.deliver(s, d.msg)
+		d.ack.done()
+	}
+}
+
+func (c *Client) deliver(s *subscription, m Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("message handler panicked; the subscription goes on", zap.String("filter", s.filter), zap.Any("panic", r))
+		}
+	}()
+	s.handler(m)
+}
+
+// route is paho's default publish handler. It must never block.
+func (c *Client) route(_ mqtt.Client, m mqtt.Message) {
+	c.stats.received.Add(1)
+	msg := Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Duplicate: m.Duplicate()}
+	r := c.subs
+	r.mu.Lock()
+	var targets []*subscription
+	if !r.stopped {
+		for _, s := range r.subs {
+			if matchTopic(s.match, msg.Topic) {
+				targets = append(targets, s)
+			}
+		}
+	}
+	if len(targets) == 0 {
+		r.mu.Unlock()
+		c.stats.unrouted.Add(1)
+		m.Ack() // unacknowledged, it would stay in flight at the broker for ever
+		return
+	}
+	p := &pendingAck{m: m}
+	p.left.Store(int32(len(targets)))
+	var overflow []string
+	for _, s := range targets {
+		select {
+		case s.queue <- delivery{msg: msg, ack: p}:
+		default:
+			overflow = append(overflow, s.filter)
+			p.done()
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range overflow {
+		c.stats.handlerDrops.Add(1)
+		c.m.notice(KindHandlerOverflow, fmt.Errorf("steadymqtt: handler of %q is %d messages behind; message dropped", f, c.cfg.handlerBacklog), msg.Topic, "")
+	}
+}
+
+// matchTopic reports whether topic matches filter (MQTT 3.1.1 section
+// 4.7): '+' is one level, '#' the rest, and wildcards at the first level
+// do not match topics starting with '$'.
+func matchTopic(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		f, fRest, fMore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, tRest, tMore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		if !fMore || !tMore {
+			// "a/#" also matches "a".
+			return fMore == tMore || (tMore == false && fRest == "#")
+		}
+		filter, topic = fRest, tRest
+	}
+}
+
+func (c *Client) subscribe(ctx context.Context, s *subscription) error {
+	tok := c.paho.Subscribe(s.filter, s.qos, nil) // nil: messages go to route
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
-		return fmt.Errorf("steadymqtt: subscribe %q: %w", filter, err)
+		return fmt.Errorf("steadymqtt: subscribe %q: %w", s.filter, err)
 	}
 	granted := s.qos
 	if st, ok := tok.(*mqtt.SubscribeToken); ok {
@@ -95,7 +247,7 @@ func (c *Client) subscribe(ctx context.Context, filter string, s *subscription) 
 		}
 	}
 	if granted == 0x80 {
-		return fmt.Errorf("steadymqtt: subscribe %q: refused by the broker", filter)
+		return fmt.Errorf("steadymqtt: subscribe %q: refused by the broker", s.filter)
 	}
 	c.subs.mu.Lock()
 	s.granted, s.active = granted, true
@@ -121,13 +273,13 @@ func (c *Client) GrantedQoS(filter string) (byte, bool) {
 // again; when it was kept, only what changed while offline.
 func (c *Client) syncSubscriptions(sessionPresent bool) {
 	c.subs.mu.Lock()
-	todo := make(map[string]*subscription)
-	for f, s := range c.subs.subs {
+	var todo []*subscription
+	for _, s := range c.subs.subs {
 		if !sessionPresent {
 			s.active = false
 		}
 		if !s.active {
-			todo[f] = s
+			todo = append(todo, s)
 		}
 	}
 	var drop []string
@@ -139,10 +291,10 @@ func (c *Client) syncSubscriptions(sessionPresent bool) {
 	clear(c.subs.dropped)
 	c.subs.mu.Unlock()
 
-	for f, s := range todo {
+	for _, s := range todo {
 		ctx, cancel := context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
-		if err := c.subscribe(ctx, f, s); err != nil {
-			c.log.Warn("restoring subscription failed", zap.String("filter", f), zap.Error(err))
+		if err := c.subscribe(ctx, s); err != nil {
+			c.log.Warn("restoring subscription failed", zap.String("filter", s.filter), zap.Error(err))
 		}
 		cancel()
 	}
@@ -155,35 +307,60 @@ func (c *Client) syncSubscriptions(sessionPresent bool) {
 }
 
 // Unsubscribe removes filters from the registry and, when connected, from
-// the broker.
+// the broker. Messages already received for them are still handed to
+// their handlers.
 func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	for _, f := range filters {
-		if err := validateFilter(f); err != nil {
+		match, err := sharedFilter(f)
+		if err != nil {
+			return err
+		}
+		if err := validateFilter(match); err != nil {
 			return err
 		}
 	}
 	if c.isClosed() {
 		return ErrClosed
 	}
+	up := c.State().Up()
 	c.subs.mu.Lock()
 	for _, f := range filters {
-		delete(c.subs.subs, f)
-		c.subs.dropped[f] = struct{}{}
+		if s, ok := c.subs.subs[f]; ok {
+			close(s.queue)
+			delete(c.subs.subs, f)
+		}
+		if !up {
+			c.subs.dropped[f] = struct{}{} // told to a broker that kept the session
+		}
 	}
 	c.subs.mu.Unlock()
-	if !c.State().Up() || len(filters) == 0 {
-		return nil // told to the broker at the next connection, if it kept the session
+	if !up || len(filters) == 0 {
+		return nil
 	}
-	c.subs.mu.Lock()
-	for _, f := range filters {
-		delete(c.subs.dropped, f)
-	}
-	c.subs.mu.Unlock()
 	tok := c.paho.Unsubscribe(filters...)
 	select {
 	case <-tok.Done():
 		return tok.Error()
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// stop ends the subscription workers after they handed over what they
+// hold, waiting at most timeout for handlers to return.
+func (r *registry) stop(timeout time.Duration) {
+	r.mu.Lock()
+	if !r.stopped {
+		r.stopped = true
+		for _, s := range r.subs {
+			close(s.queue)
+		}
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
 	}
 }

@@ -60,16 +60,21 @@ func (p *pki) serverTLS(cert *testpki.Issued) *tls.Config {
 	}
 }
 
-// connectErr connects with a short deadline and returns the error that
-// says why it could not.
+// connectErr returns the outcome of the first attempt: nil if it
+// connected, else why it failed.
 func connectErr(t *testing.T, url string, opts ...Option) error {
 	t.Helper()
 	opts = append([]Option{WithBroker(url), WithBackoff(backoff.NewConstantBackOff(50 * time.Millisecond)),
-		WithConnectTimeout(2 * time.Second)}, opts...)
+		WithConnectTimeout(5 * time.Second)}, opts...)
 	c := newClient(t, opts...)
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	rec := record(c)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	return c.Connect(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Connect(ctx) }()
+	defer func() { cancel(); <-done }()
+	ev := rec.next(t, 10*time.Second, "first outcome", func(ev Event) bool { return ev.Err != nil || ev.To == StateConnected })
+	return ev.Err
 }
 
 func TestTLSAgainstEmbeddedBroker(t *testing.T) {

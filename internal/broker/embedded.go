@@ -211,3 +211,58 @@ func waitListening(addr string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// KickOnTopic drops a client as soon as it publishes to Topic: a broker
+// that cannot take a message (too large, a QoS it does not support, an
+// ACL that disconnects).
+type KickOnTopic struct {
+	mqtt.HookBase
+	Topic string
+}
+
+// ID names the hook.
+func (h *KickOnTopic) ID() string { return "kick-on-topic" }
+
+// Provides says which events the hook handles.
+func (h *KickOnTopic) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish drops the publisher of Topic before the message goes anywhere.
+func (h *KickOnTopic) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName == h.Topic {
+		cl.Stop(packets.ErrRejectPacket)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// CountPublishes counts the PUBLISH packets the broker received, by topic
+// and payload.
+type CountPublishes struct {
+	mqtt.HookBase
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// ID names the hook.
+func (h *CountPublishes) ID() string { return "count-publishes" }
+
+// Provides says which events the hook handles.
+func (h *CountPublishes) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish counts.
+func (h *CountPublishes) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	h.mu.Lock()
+	if h.counts == nil {
+		h.counts = make(map[string]int)
+	}
+	h.counts[pk.TopicName+" "+string(pk.Payload)]++
+	h.mu.Unlock()
+	return pk, nil
+}
+
+// Count is how many PUBLISH packets came with topic and payload.
+func (h *CountPublishes) Count(topic, payload string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[topic+" "+payload]
+}

@@ -59,6 +59,9 @@ type MosquittoConfig struct {
 	// Users, when not empty, turns anonymous access off and writes a
 	// password_file with these user → password pairs.
 	Users map[string]string
+	// Persistent keeps sessions and queued messages across restarts (saved
+	// on SIGTERM, lost on SIGKILL since the last autosave).
+	Persistent bool
 	// Extra lines appended to mosquitto.conf.
 	Extra []string
 }
@@ -75,13 +78,17 @@ func StartMosquitto(dir string, cfg MosquittoConfig) (*Process, error) {
 		return nil, err
 	}
 	p := &Process{Name: "mosquitto", Port: port, Dir: dir, Log: filepath.Join(dir, "mosquitto.log")}
-	conf := []string{
+	persistence := []string{"persistence false"}
+	if cfg.Persistent {
+		persistence = []string{"persistence true", "persistence_location " + dir + "/", "autosave_interval 1",
+			"max_queued_messages 0", "max_queued_bytes 0"}
+	}
+	conf := append([]string{
 		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"persistence false",
 		"log_dest file " + p.Log,
 		"log_type all",
 		"connection_messages true",
-	}
+	}, persistence...)
 	if os.Geteuid() == 0 {
 		conf = append(conf, "user root") // else it drops to 'mosquitto' and cannot write dir
 	}

@@ -19,6 +19,19 @@ type Proxy struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
+	n     int
+
+	// tap, if set before traffic flows, sees every chunk the client sends,
+	// with the number of the client connection (1, 2, …).
+	tap func(conn int, b []byte)
+}
+
+// Tap sets a function that sees what clients send, per connection. Set it
+// before the first client connects.
+func (p *Proxy) Tap(f func(conn int, b []byte)) {
+	p.mu.Lock()
+	p.tap = f
+	p.mu.Unlock()
 }
 
 // Start listens on a free loopback port and forwards to target.
@@ -75,13 +88,21 @@ func (p *Proxy) accept() {
 		}
 		p.track(in)
 		p.track(out)
+		p.mu.Lock()
+		p.n++
+		n, f := p.n, p.tap
+		p.mu.Unlock()
+		var tap func([]byte)
+		if f != nil {
+			tap = func(b []byte) { f(n, b) }
+		}
 		p.wg.Add(2)
-		go p.pipe(in, out)
-		go p.pipe(out, in)
+		go p.pipe(in, out, tap)
+		go p.pipe(out, in, nil)
 	}
 }
 
-func (p *Proxy) pipe(from, to net.Conn) {
+func (p *Proxy) pipe(from, to net.Conn, tap func([]byte)) {
 	defer p.wg.Done()
 	defer func() {
 		_ = from.Close()
@@ -95,6 +116,9 @@ func (p *Proxy) pipe(from, to net.Conn) {
 	for {
 		n, err := from.Read(buf)
 		if n > 0 && !p.blackhole.Load() {
+			if tap != nil {
+				tap(buf[:n])
+			}
 			if _, werr := to.Write(buf[:n]); werr != nil {
 				return
 			}

@@ -56,6 +56,7 @@ type Conn struct {
 	done      chan struct{}
 	causeMu   sync.Mutex
 	cause     error
+	readErr   error // the first error Read returned
 }
 
 // NewConn wraps c. hook, if not nil, is called for every complete packet in
@@ -80,14 +81,27 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.rmu.Unlock()
 	}
 	if err != nil {
+		c.causeMu.Lock()
+		if c.readErr == nil {
+			c.readErr = err
+		}
 		// paho ignores "use of closed network connection" on the reading
 		// side, taking it for its own teardown, and would only notice the
 		// loss at its next ping timeout. Report why we closed instead.
-		if cause := c.Cause(); cause != nil {
-			err = cause
+		if c.cause != nil {
+			err = c.cause
 		}
+		c.causeMu.Unlock()
 	}
 	return n, err
+}
+
+// ReadErr is the first error a Read returned (io.EOF when the broker closed
+// the connection), or nil.
+func (c *Conn) ReadErr() error {
+	c.causeMu.Lock()
+	defer c.causeMu.Unlock()
+	return c.readErr
 }
 
 func (c *Conn) received(h Header) {

@@ -1,0 +1,167 @@
+package steadymqtt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/require"
+
+	"github.com/steadymqtt/steadymqtt/internal/broker"
+	"github.com/steadymqtt/steadymqtt/internal/netproxy"
+)
+
+// publishTap reassembles what a client sends through the proxy and counts
+// PUBLISH packets per connection and idempotency key (from the envelope).
+type publishTap struct {
+	mu     sync.Mutex
+	bufs   map[int][]byte
+	counts map[int]map[string]int
+}
+
+func newPublishTap() *publishTap {
+	return &publishTap{bufs: map[int][]byte{}, counts: map[int]map[string]int{}}
+}
+
+func (p *publishTap) feed(conn int, b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	buf := append(p.bufs[conn], b...)
+	for {
+		if len(buf) < 2 {
+			break
+		}
+		remaining, k := binary.Uvarint(buf[1:]) // MQTT's length is little-endian base 128, like uvarint
+		if k <= 0 || uint64(len(buf)-1-k) < remaining {
+			break
+		}
+		hdr, body := buf[0], buf[1+k:1+k+int(remaining)]
+		if hdr>>4 == 3 && len(body) >= 2 {
+			tl := int(body[0])<<8 | int(body[1])
+			off := 2 + tl
+			if (hdr>>1)&3 > 0 {
+				off += 2 // packet identifier
+			}
+			if key, _, ok := Open(body[off:]); ok {
+				if p.counts[conn] == nil {
+					p.counts[conn] = map[string]int{}
+				}
+				p.counts[conn][key]++
+			}
+		}
+		buf = buf[1+k+int(remaining):]
+	}
+	p.bufs[conn] = append([]byte(nil), buf...)
+}
+
+func TestTenThousandKeysThroughBrokerRestarts(t *testing.T) {
+	leakCheck(t)
+	const total, restarts = 10000, 5
+	m := startMosquitto(t, broker.MosquittoConfig{Persistent: true})
+	tap := newPublishTap()
+	proxy, err := netproxy.Start(m.Addr())
+	require.NoError(t, err)
+	proxy.Tap(tap.feed)
+	t.Cleanup(func() { _ = proxy.Close() })
+	fast := WithBackoff(backoff.NewConstantBackOff(100 * time.Millisecond))
+
+	// A persistent session, so the broker keeps what arrives while the
+	// subscriber is reconnecting.
+	var mu sync.Mutex
+	raw, once := map[string]int{}, map[string]int{}
+	dedupe := DedupeHandler(total, func(m Message) { mu.Lock(); once[string(m.Payload)]++; mu.Unlock() })
+	sub := newClient(t, WithBroker(m.URL()), WithClientID("chaos-sub"), WithCleanSession(false), fast, WithHandlerBacklog(2*total))
+	require.NoError(t, sub.Subscribe(t.Context(), "chaos/t", 1, func(msg Message) {
+		if key, _, ok := Open(msg.Payload); ok {
+			mu.Lock()
+			raw[key]++
+			mu.Unlock()
+		}
+		dedupe(msg)
+	}))
+	connect(t, sub)
+
+	pub := newClient(t, WithBroker(proxy.URL()), WithClientID("chaos-pub"), WithKeyEnvelope(), fast)
+	connect(t, pub)
+
+	var published atomic.Int64
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				key := "k" + strconv.Itoa(i)
+				for {
+					// An application that gives up waiting and tries again.
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					err := pub.Publish(ctx, "chaos/t", []byte(key), WithQoS(1), WithIdempotencyKey(key))
+					cancel()
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("publish %s: %v", key, err)
+						return
+					}
+				}
+				published.Add(1)
+			}
+		}()
+	}
+	chaosDone := make(chan struct{})
+	go func() {
+		defer close(chaosDone)
+		for r := 1; r <= restarts; r++ {
+			for published.Load() < int64(r*total/(restarts+1)) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := m.Stop(); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if err := m.Start(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < total; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	<-chaosDone
+
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(once) == total }, 60*time.Second, 50*time.Millisecond,
+		"the subscriber did not get every key")
+	time.Sleep(300 * time.Millisecond) // late redeliveries, if any, must not pass the dedupe
+	mu.Lock()
+	defer mu.Unlock()
+	redelivered := 0
+	for i := 0; i < total; i++ {
+		key := "k" + strconv.Itoa(i)
+		require.GreaterOrEqual(t, raw[key], 1, key)
+		require.Equal(t, 1, once[key], "%s through the dedupe handler", key)
+		redelivered += raw[key] - 1
+	}
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	require.GreaterOrEqual(t, len(tap.counts), restarts+1, "the publisher reconnected after each restart")
+	sends := 0
+	for conn, keys := range tap.counts {
+		for key, n := range keys {
+			require.Equal(t, 1, n, "%s sent %d times on connection %d", key, n, conn)
+			sends++
+		}
+	}
+	t.Logf("%d keys, %d PUBLISH packets over %d connections, %d redeliveries at the subscriber, %d deduplicated Publish calls",
+		total, sends, len(tap.counts), redelivered, pub.Stats().Deduplicated)
+}

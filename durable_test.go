@@ -1,0 +1,128 @@
+package steadymqtt
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/require"
+)
+
+// The crash test runs this test binary again as a child publisher
+// (TestMain, in example_test.go, calls ChildPublisher when
+// STEADYMQTT_CHILD=<phase> is set); it reports progress on stdout, one
+// word a line.
+var ChildPublisher = childPublisher
+
+func childPublisher(phase string) int {
+	url, dir := os.Getenv("STEADYMQTT_BROKER"), os.Getenv("STEADYMQTT_DIR")
+	c, err := New(WithBroker(url), WithClientID("crash-child"), WithDurableOutbox(dir),
+		WithBackoff(backoff.NewConstantBackOff(50*time.Millisecond)))
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	ctx := context.Background()
+	switch phase {
+	case "publish":
+		// Ten messages acknowledged while the broker is up…
+		if err := c.Connect(ctx); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		for i := 0; i < 10; i++ {
+			if err := c.Publish(ctx, "crash/t", []byte("acked-"+strconv.Itoa(i)), WithQoS(1), WithIdempotencyKey("a"+strconv.Itoa(i))); err != nil {
+				fmt.Println("error", err)
+				return 1
+			}
+		}
+		fmt.Println("acked")
+		// …then, once the parent took the broker down, ten that wait.
+		in := bufio.NewScanner(os.Stdin)
+		in.Scan()
+		for i := 0; i < 10; i++ {
+			go func() {
+				_ = c.Publish(ctx, "crash/t", []byte("queued-"+strconv.Itoa(i)), WithQoS(1), WithIdempotencyKey("q"+strconv.Itoa(i)))
+			}()
+		}
+		for c.Health().Outbox < 10 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		fmt.Println("queued")
+		select {} // until SIGKILL
+	case "drain":
+		if err := c.Connect(ctx); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		for c.Health().Outbox > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := c.Close(ctx); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		fmt.Println("drained")
+	}
+	return 0
+}
+
+func TestDurableOutboxSurvivesSIGKILL(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	dir := t.TempDir()
+	child := func(phase string) (*exec.Cmd, *bufio.Scanner, func(string)) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "STEADYMQTT_CHILD="+phase, "STEADYMQTT_BROKER="+b.URL(), "STEADYMQTT_DIR="+dir)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		lines := bufio.NewScanner(stdout)
+		send := func(s string) { _, _ = fmt.Fprintln(stdin, s) }
+		return cmd, lines, send
+	}
+	expect := func(lines *bufio.Scanner, want string) {
+		t.Helper()
+		require.True(t, lines.Scan(), "child ended before %q", want)
+		require.Equal(t, want, strings.TrimSpace(lines.Text()))
+	}
+
+	cmd, lines, send := child("publish")
+	expect(lines, "acked")
+	require.NoError(t, b.Stop())
+	send("go")
+	expect(lines, "queued")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+
+	// A fresh broker (it lost everything) and a subscriber, then the next
+	// process on the same outbox.
+	require.NoError(t, b.Start())
+	k := subscriber(t, b.URL(), "crash/t")
+	cmd, lines, _ = child("drain")
+	expect(lines, "drained")
+	require.NoError(t, cmd.Wait())
+
+	require.Eventually(t, func() bool { return k.n.Load() >= 10 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	got := map[string]int{}
+	for _, p := range k.payloads() {
+		got[p]++
+	}
+	for i := 0; i < 10; i++ {
+		require.Equal(t, 1, got["queued-"+strconv.Itoa(i)], "queued-%d: %v", i, got)
+		require.Zero(t, got["acked-"+strconv.Itoa(i)], "an acknowledged message was sent again")
+	}
+	require.Len(t, got, 10)
+}

@@ -1,0 +1,384 @@
+package steadymqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/require"
+
+	"github.com/steadymqtt/steadymqtt/internal/broker"
+)
+
+// collector subscribes a second client and keeps what it receives.
+type collector struct {
+	mu   sync.Mutex
+	msgs []Message
+	n    atomic.Int64
+}
+
+func (k *collector) add(m Message) {
+	k.mu.Lock()
+	k.msgs = append(k.msgs, m)
+	k.mu.Unlock()
+	k.n.Add(1)
+}
+
+func (k *collector) payloads() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]string, len(k.msgs))
+	for i, m := range k.msgs {
+		out[i] = string(m.Payload)
+	}
+	return out
+}
+
+func subscriber(t *testing.T, url, filter string, opts ...Option) *collector {
+	t.Helper()
+	k := &collector{}
+	c := newClient(t, append([]Option{WithBroker(url)}, opts...)...)
+	require.NoError(t, c.Subscribe(t.Context(), filter, 1, k.add))
+	connect(t, c)
+	return k
+}
+
+func TestPublishWaitsInTheOutboxWhileOffline(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	k := subscriber(t, b.URL(), "offline/#")
+	c := newClient(t, WithBroker(b.URL()))
+
+	// Before Connect the message waits; Publish returns once acknowledged.
+	errc := make(chan error, 1)
+	go func() { errc <- c.Publish(context.Background(), "offline/a", []byte("queued"), WithQoS(1)) }()
+	require.Eventually(t, func() bool { return c.Health().Outbox == 1 }, time.Second, 5*time.Millisecond)
+	connect(t, c)
+	require.NoError(t, <-errc)
+	require.Eventually(t, func() bool { return k.n.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Zero(t, c.Health().Outbox)
+	s := c.Stats()
+	require.EqualValues(t, 1, s.Published[1])
+	require.EqualValues(t, 1, s.Acknowledged[1])
+}
+
+func TestQoS0Offline(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	k := subscriber(t, b.URL(), "q0/#")
+
+	c := newClient(t, WithBroker(b.URL()))
+	require.ErrorIs(t, c.Publish(t.Context(), "q0/a", []byte("x")), ErrNotConnected)
+	require.EqualValues(t, 1, c.Stats().Dropped[0], "a refused QoS 0 message is counted")
+
+	queued := newClient(t, WithBroker(b.URL()), WithQueueQoS0())
+	errc := make(chan error, 1)
+	go func() { errc <- queued.Publish(context.Background(), "q0/b", []byte("kept")) }()
+	require.Eventually(t, func() bool { return queued.Health().Outbox == 1 }, time.Second, 5*time.Millisecond)
+	connect(t, queued)
+	require.NoError(t, <-errc)
+	require.Eventually(t, func() bool { return k.n.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, []string{"kept"}, k.payloads())
+}
+
+func TestReplayKeepsOrder(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	k := subscriber(t, b.URL(), "order/#")
+	c := newClient(t, WithBroker(b.URL()), WithInFlight(4))
+	const n = 50
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, c.Publish(context.Background(), "order/t", []byte(strconv.Itoa(i)), WithQoS(1)))
+		}()
+		// Accepted one after the other, so the outbox order is 0..n-1.
+		require.Eventually(t, func() bool { return c.Health().Outbox == i+1 }, time.Second, time.Millisecond)
+	}
+	connect(t, c)
+	wg.Wait()
+	require.Eventually(t, func() bool { return k.n.Load() == n }, 5*time.Second, 10*time.Millisecond)
+	for i, p := range k.payloads() {
+		require.Equal(t, strconv.Itoa(i), p)
+	}
+}
+
+func TestRetryAfterContextEndDoesNotSendTwice(t *testing.T) {
+	leakCheck(t)
+	count := &broker.CountPublishes{}
+	b := startEmbedded(t, broker.WithHook(count))
+	c := newClient(t, WithBroker(b.URL()), WithBackoff(backoff.NewConstantBackOff(retry)))
+	connect(t, c)
+	require.NoError(t, b.Stop())
+	require.Eventually(t, func() bool { return c.State() == StateReconnecting }, 5*time.Second, 5*time.Millisecond)
+
+	// The application gives up waiting, then retries with the same key.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := c.Publish(ctx, "retry/t", []byte("once"), WithQoS(1), WithIdempotencyKey("order-17"))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Equal(t, 1, c.Health().Outbox, "the message stays queued")
+
+	require.NoError(t, b.Start())
+	require.NoError(t, c.Publish(t.Context(), "retry/t", []byte("once"), WithQoS(1), WithIdempotencyKey("order-17")))
+	// Acknowledged now; within the window, a third call sends nothing.
+	require.NoError(t, c.Publish(t.Context(), "retry/t", []byte("once"), WithQoS(1), WithIdempotencyKey("order-17")))
+	time.Sleep(100 * time.Millisecond)
+	require.Equal(t, 1, count.Count("retry/t", "once"))
+	require.EqualValues(t, 2, c.Stats().Deduplicated)
+}
+
+func TestConcurrentCallersWithOneKeyCauseOneSend(t *testing.T) {
+	leakCheck(t)
+	count := &broker.CountPublishes{}
+	b := startEmbedded(t, broker.WithHook(count))
+	c := newClient(t, WithBroker(b.URL()))
+	connect(t, c)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, c.Publish(context.Background(), "dedupe/t", []byte("one"), WithQoS(1), WithIdempotencyKey("k")))
+		}()
+	}
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond)
+	require.Equal(t, 1, count.Count("dedupe/t", "one"))
+	s := c.Stats()
+	require.EqualValues(t, 1, s.Published[1])
+	require.EqualValues(t, 19, s.Deduplicated)
+}
+
+func TestOutboxFull(t *testing.T) {
+	for _, dropOldest := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dropOldest=%v", dropOldest), func(t *testing.T) {
+			leakCheck(t)
+			opts := []Option{WithBroker("tcp://127.0.0.1:1"), WithOutboxLimit(3, 1<<20)}
+			if dropOldest {
+				opts = append(opts, WithDropOldest())
+			}
+			c := newClient(t, opts...)
+			rec := record(c)
+			results := make([]chan error, 3)
+			for i := range results {
+				results[i] = make(chan error, 1)
+				go func() { results[i] <- c.Publish(context.Background(), "full/t", []byte{byte(i)}, WithQoS(1)) }()
+				require.Eventually(t, func() bool { return c.Health().Outbox == i+1 }, time.Second, time.Millisecond)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			err := c.Publish(ctx, "full/t", []byte{3}, WithQoS(1))
+			if !dropOldest {
+				require.ErrorIs(t, err, ErrOutboxFull)
+				require.Equal(t, 3, c.Health().Outbox)
+				require.Zero(t, c.Stats().Dropped[1])
+				return
+			}
+			require.ErrorIs(t, err, context.DeadlineExceeded, "accepted, waiting")
+			require.ErrorIs(t, <-results[0], ErrDropped)
+			ev := rec.next(t, time.Second, "dropped", func(ev Event) bool { return ev.Kind == KindMessageDropped })
+			require.Equal(t, "full/t", ev.Topic)
+			require.ErrorIs(t, ev.Err, ErrDropped)
+			require.EqualValues(t, 1, c.Stats().Dropped[1])
+			require.Equal(t, 3, c.Health().Outbox)
+		})
+	}
+}
+
+func TestCloseReportsWhatWasNotDelivered(t *testing.T) {
+	leakCheck(t)
+	c, err := New(WithBroker("tcp://127.0.0.1:1"))
+	require.NoError(t, err)
+	errc := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() { errc <- c.Publish(context.Background(), "unsent/t", []byte("x"), WithQoS(1)) }()
+	}
+	require.Eventually(t, func() bool { return c.Health().Outbox == 2 }, time.Second, time.Millisecond)
+	err = c.Close(t.Context())
+	require.ErrorIs(t, err, ErrNotDelivered)
+	require.Contains(t, err.Error(), "2 messages")
+	require.ErrorIs(t, <-errc, ErrNotDelivered)
+	require.ErrorIs(t, <-errc, ErrNotDelivered)
+}
+
+func TestCloseFlushesTheOutbox(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	k := subscriber(t, b.URL(), "flush/#")
+	c := newClient(t, WithBroker(b.URL()), WithInFlight(1))
+	connect(t, c)
+	for i := 0; i < 20; i++ {
+		go func() { _ = c.Publish(context.Background(), "flush/t", []byte("m"), WithQoS(1)) }()
+	}
+	require.Eventually(t, func() bool { return c.Stats().Published[1] == 20 }, time.Second, time.Millisecond)
+	require.NoError(t, c.Close(t.Context()))
+	require.Eventually(t, func() bool { return k.n.Load() == 20 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestPoisonMessageLeavesTheOutbox(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t, broker.WithHook(&broker.KickOnTopic{Topic: "poison"}))
+	c := newClient(t, WithBroker(b.URL()), WithBackoff(backoff.NewConstantBackOff(20*time.Millisecond)))
+	rec := record(c)
+	connect(t, c)
+	err := c.Publish(t.Context(), "poison", []byte("bad"), WithQoS(1))
+	require.ErrorIs(t, err, ErrPoisonMessage)
+	ev := rec.next(t, time.Second, "poison event", func(ev Event) bool { return ev.Kind == KindPoisonMessage })
+	require.Equal(t, "poison", ev.Topic)
+	// The connection settles and other messages go through.
+	require.NoError(t, c.Publish(t.Context(), "fine", []byte("good"), WithQoS(1)))
+	require.Zero(t, c.Health().Outbox)
+	require.EqualValues(t, 1, c.Stats().Dropped[1])
+}
+
+func TestSlowHandlerDoesNotKillTheConnection(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	c := newClient(t, WithBroker(b.URL()), WithKeepAlive(2*time.Second))
+	rec := record(c)
+	release := make(chan struct{})
+	slowGot := make(chan struct{}, 1)
+	require.NoError(t, c.Subscribe(t.Context(), "slow", 1, func(Message) {
+		slowGot <- struct{}{}
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	fast := &collector{}
+	require.NoError(t, c.Subscribe(t.Context(), "fast", 1, fast.add))
+	connect(t, c)
+
+	pub := newClient(t, WithBroker(b.URL()))
+	connect(t, pub)
+	require.NoError(t, pub.Publish(t.Context(), "slow", []byte("x"), WithQoS(1)))
+	<-slowGot
+	for i := 0; i < 20; i++ { // the slow handler sleeps 10 s, five keepalives
+		require.NoError(t, pub.Publish(t.Context(), "fast", []byte(strconv.Itoa(i)), WithQoS(1)))
+		require.Eventually(t, func() bool { return fast.n.Load() == int64(i+1) }, time.Second, 5*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
+	}
+	close(release)
+	for _, ev := range rec.all() {
+		require.NotEqual(t, StateReconnecting, ev.To, "disconnected while a handler was slow: %v", ev.Err)
+	}
+}
+
+func TestHandlerBacklogOverflowIsCounted(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	c := newClient(t, WithBroker(b.URL()), WithHandlerBacklog(2))
+	rec := record(c)
+	release := make(chan struct{})
+	var handled atomic.Int64
+	require.NoError(t, c.Subscribe(t.Context(), "burst", 0, func(Message) { <-release; handled.Add(1) }))
+	connect(t, c)
+	pub := newClient(t, WithBroker(b.URL()))
+	connect(t, pub)
+	for i := 0; i < 10; i++ {
+		require.NoError(t, pub.Publish(t.Context(), "burst", []byte{byte(i)}))
+	}
+	require.Eventually(t, func() bool { return c.Stats().Received == 10 }, 5*time.Second, 5*time.Millisecond)
+	close(release)
+	s := c.Stats()
+	// One in the handler, two in the backlog, the rest counted.
+	require.EqualValues(t, 7, s.HandlerDrops)
+	ev := rec.next(t, time.Second, "overflow", func(ev Event) bool { return ev.Kind == KindHandlerOverflow })
+	require.Equal(t, "burst", ev.Topic)
+	require.Eventually(t, func() bool { return handled.Load() == 3 }, time.Second, 5*time.Millisecond)
+}
+
+func TestSharedSubscription(t *testing.T) {
+	leakCheck(t)
+	m := startMosquitto(t, broker.MosquittoConfig{})
+	a, b := &collector{}, &collector{}
+	for i, k := range []*collector{a, b} {
+		c := newClient(t, WithBroker(m.URL()), WithClientID(fmt.Sprintf("replica-%d", i)))
+		require.NoError(t, c.Subscribe(t.Context(), "$share/gateways/jobs/+", 1, k.add))
+		connect(t, c)
+		granted, ok := c.GrantedQoS("$share/gateways/jobs/+")
+		require.True(t, ok)
+		require.EqualValues(t, 1, granted)
+	}
+	pub := newClient(t, WithBroker(m.URL()))
+	connect(t, pub)
+	const n = 40
+	for i := 0; i < n; i++ {
+		require.NoError(t, pub.Publish(t.Context(), "jobs/"+strconv.Itoa(i), []byte("j"), WithQoS(1)))
+	}
+	require.Eventually(t, func() bool { return a.n.Load()+b.n.Load() == n }, 5*time.Second, 10*time.Millisecond)
+	require.Positive(t, a.n.Load(), "work is spread over the replicas")
+	require.Positive(t, b.n.Load(), "work is spread over the replicas")
+	a.mu.Lock()
+	require.Regexp(t, `^jobs/\d+$`, a.msgs[0].Topic, "messages arrive with the plain topic")
+	a.mu.Unlock()
+}
+
+func TestMatchTopic(t *testing.T) {
+	tests := []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"a/b", "a/b", true}, {"a/b", "a/c", false}, {"a/+", "a/b", true}, {"a/+", "a/b/c", false},
+		{"a/#", "a", true}, {"a/#", "a/b/c", true}, {"#", "a/b", true}, {"+/+", "a/b", true},
+		{"+", "a/b", false}, {"a/+/c", "a//c", true}, {"#", "$SYS/x", false}, {"+/x", "$SYS/x", false},
+		{"$SYS/#", "$SYS/x", true}, {"a", "a/b", false}, {"a/b", "a", false}, {"a/+", "a", false},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, matchTopic(tt.filter, tt.topic), "%q ~ %q", tt.filter, tt.topic)
+	}
+}
+
+func TestEnvelopeAndDedupeHandler(t *testing.T) {
+	sealed := Seal("key-1", []byte("body"))
+	key, body, ok := Open(sealed)
+	require.True(t, ok)
+	require.Equal(t, "key-1", key)
+	require.Equal(t, []byte("body"), body)
+	_, plain, ok := Open([]byte("plain"))
+	require.False(t, ok)
+	require.Equal(t, []byte("plain"), plain)
+
+	var got []string
+	h := DedupeHandler(2, func(m Message) { got = append(got, string(m.Payload)) })
+	for _, k := range []string{"a", "b", "a", "c", "a", "b"} {
+		h(Message{Payload: Seal(k, []byte(k))})
+	}
+	h(Message{Payload: []byte("raw")})
+	h(Message{Payload: []byte("raw")})
+	// Window 2: "a" is forgotten once "b" and "c" came after it.
+	require.Equal(t, []string{"a", "b", "c", "a", "b", "raw", "raw"}, got)
+}
+
+func FuzzTopicValidation(f *testing.F) {
+	for _, s := range []string{"a/b", "a/+/c", "#", "$share/g/a/#", "a/#/b", "\x00", "\xff", "+a", ""} {
+		f.Add(s, "a/b")
+	}
+	f.Fuzz(func(t *testing.T, filter, topic string) {
+		topicErr := validateTopic(topic)
+		filterErr := validateFilter(filter)
+		_, _ = sharedFilter(filter)
+		if topicErr == nil {
+			// A valid topic is a valid filter that matches itself.
+			require.NoError(t, validateFilter(topic))
+			require.True(t, matchTopic(topic, topic) || topic[0] == '$')
+		}
+		if topicErr == nil && filterErr == nil {
+			_ = matchTopic(filter, topic) // must not panic
+		}
+		for _, err := range []error{topicErr, filterErr} {
+			if err != nil {
+				require.True(t, errors.Is(err, ErrInvalidTopic))
+			}
+		}
+	})
+}

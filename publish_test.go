@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/steadymqtt/steadymqtt/internal/broker"
+	"github.com/steadymqtt/steadymqtt/internal/netproxy"
 )
 
 // collector subscribes a second client and keeps what it receives.
@@ -381,4 +382,50 @@ func FuzzTopicValidation(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestStableClientID(t *testing.T) {
+	a, err := StableClientID("gateway")
+	require.NoError(t, err)
+	b, err := StableClientID("gateway")
+	require.NoError(t, err)
+	c, err := StableClientID("gateway-replica-2")
+	require.NoError(t, err)
+	require.Equal(t, a, b, "the same on every call")
+	require.Regexp(t, `^gateway-[0-9a-f]{16}$`, a)
+	require.NotEqual(t, a[len("gateway-"):], c[len("gateway-replica-2-"):], "a prefix of its own gives an ID of its own")
+}
+
+func TestWillAndRetained(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	proxy, err := netproxy.Start(b.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+
+	// The retained message reaches a subscriber that comes later.
+	pub := newClient(t, WithBroker(b.URL()))
+	connect(t, pub)
+	require.NoError(t, pub.Publish(t.Context(), "status/gw1", []byte("online"), WithQoS(1), WithRetain()))
+	late := &collector{}
+	c := newClient(t, WithBroker(b.URL()))
+	require.NoError(t, c.Subscribe(t.Context(), "status/#", 1, late.add))
+	connect(t, c)
+	require.Eventually(t, func() bool { return late.n.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	late.mu.Lock()
+	require.True(t, late.msgs[0].Retained)
+	late.mu.Unlock()
+
+	// A client that vanishes without DISCONNECT leaves its will.
+	gw := newClient(t, WithBroker(proxy.URL()), WithClientID("gw2"), WithWill("status/gw2", []byte("gone"), 1, false))
+	connect(t, gw)
+	require.NoError(t, proxy.Close()) // the link dies under the client
+	require.Eventually(t, func() bool {
+		for _, p := range late.payloads() {
+			if p == "gone" {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond, "the broker did not publish the will")
 }

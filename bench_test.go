@@ -58,7 +58,7 @@ func (r raw) publish(qos byte, p []byte) error {
 func (r raw) close() { r.c.Disconnect(100) }
 
 func dialOurs(b *testing.B, url, id string) publisher {
-	c, err := steadymqtt.New(steadymqtt.WithBroker(url), steadymqtt.WithClientID(id))
+	c, err := steadymqtt.New(steadymqtt.WithBroker(url), steadymqtt.WithClientID(id), steadymqtt.WithInFlight(100))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -99,6 +99,34 @@ func BenchmarkPublish(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
+	}
+}
+
+// BenchmarkPublishWindow keeps 100 publishes in flight (100 goroutines
+// publishing, each waiting for its own outcome), 64-byte payloads.
+func BenchmarkPublishWindow(b *testing.B) {
+	url := benchBroker(b)
+	payload := make([]byte, 64)
+	for _, qos := range []byte{1, 2} {
+		for _, impl := range impls {
+			b.Run(fmt.Sprintf("qos%d/%s", qos, impl.name), func(b *testing.B) {
+				p := impl.dial(b, url, "benchw-"+impl.name)
+				defer p.close()
+				b.ReportAllocs()
+				b.SetParallelism(50) // 2 cores × 50 = 100 publishers
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := p.publish(qos, payload); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
 				b.StopTimer()
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 			})

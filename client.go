@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -32,6 +33,9 @@ type Client struct {
 	// that paho calls from its own goroutine.
 	attemptMu sync.Mutex
 	attempt   *attempt
+	// ifacePos is where the next attempt starts in the interface
+	// preference list; only the manager and its watcher touch it.
+	ifacePos atomic.Int32
 
 	// lost receives paho's connection-lost reports; paho sends at most one
 	// per connection, after its own teardown finished.

@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
+	"github.com/steadymqtt/steadymqtt/internal/netif"
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 	"github.com/steadymqtt/steadymqtt/internal/wsconn"
 )
@@ -28,7 +29,13 @@ func (c *Client) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	a.mu.Lock()
 	a.hook = true
 	a.mu.Unlock()
-	raw, err := c.dial(withProbe(a.ctx, a.probe), a.broker)
+	if a.choiceErr != nil {
+		a.mu.Lock()
+		a.dialErr = a.choiceErr
+		a.mu.Unlock()
+		return nil, a.choiceErr
+	}
+	raw, err := c.dial(withAttempt(a.ctx, a), a.broker)
 	if err != nil {
 		a.mu.Lock()
 		a.dialErr = err
@@ -56,15 +63,35 @@ func (c *Client) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
 	return c.dialTCP(ctx, u, u.Host)
 }
 
+// dialTCP opens the TCP connection of every transport: bound to the
+// attempt's interface and source address when there is one, with the
+// kernel's TCP_USER_TIMEOUT set to the 1.5 × keepalive a broker allows.
 func (c *Client) dialTCP(ctx context.Context, u *url.URL, addr string) (net.Conn, error) {
-	d := &net.Dialer{}
-	if ip := c.cfg.sourceIP; ip != nil {
-		d.LocalAddr = &net.TCPAddr{IP: ip}
+	var ch choice
+	if a := attemptFrom(ctx); a != nil {
+		ch = a.choice
 	}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	network, from := "tcp", ""
+	d := &net.Dialer{Control: netif.Control(ch.iface, ch.index, c.cfg.keepAlive*3/2)}
+	switch {
+	case ch.iface != "":
+		d.LocalAddr = sourceAddr(ch.addr)
+		from = "interface " + ch.iface
+		if ch.addr.IsValid() {
+			from += " (" + ch.addr.String() + ")"
+			network = map[bool]string{true: "tcp4", false: "tcp6"}[ch.addr.Is4()]
+		}
+	case c.cfg.sourceIP != nil:
+		d.LocalAddr = &net.TCPAddr{IP: c.cfg.sourceIP}
+		from = "source address " + c.cfg.sourceIP.String()
+	}
+	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
+		}
+		if from != "" {
+			err = classifyDialErr(err, from)
 		}
 		return nil, fmt.Errorf("steadymqtt: %s: %w", u.Redacted(), err)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
+
+	"github.com/steadymqtt/steadymqtt/internal/netif"
 )
 
 // Option configures a Client. Options are applied in order by New; an
@@ -55,6 +56,9 @@ type config struct {
 	tls            tlsOptions
 	sourceIP       net.IP
 	interfaces     []string
+	family         Family
+	failback       time.Duration
+	netSource      netif.Source // the host's interfaces; a fake in tests
 	will           *will
 	cleanSession   bool
 
@@ -79,6 +83,8 @@ func defaultConfig() *config {
 		eventBuffer:    DefaultEventBuffer,
 		logger:         zap.NewNop(),
 		cleanSession:   true,
+		failback:       DefaultFailback,
+		netSource:      netif.System{},
 		outboxCount:    DefaultOutboxCount,
 		outboxBytes:    DefaultOutboxBytes,
 		inFlight:       DefaultInFlight,
@@ -98,6 +104,9 @@ func (c *config) validate() error {
 		if c.tls.set && !isTLS(u) {
 			return optionError("TLS options", "broker %s is not a TLS URL (use ssl://, tls://, mqtts:// or wss://); refusing to send in plaintext what was meant to be encrypted", u.Redacted())
 		}
+	}
+	if c.sourceIP != nil && len(c.interfaces) > 0 {
+		return optionError("WithSourceIP", "use either WithSourceIP or WithInterfaces: the interface's own address is the source")
 	}
 	if c.clientID == "" {
 		c.clientID = randomClientID()
@@ -321,17 +330,6 @@ func WithSourceIP(ip net.IP) Option {
 		}
 		c.sourceIP = ip
 		return nil
-	}
-}
-
-// WithInterfaces binds the connection to network interfaces in order of
-// preference, failing over in order.
-//
-// Interface binding is not available in this version; New reports it as
-// unsupported rather than silently using the default route.
-func WithInterfaces(names ...string) Option {
-	return func(c *config) error {
-		return fmt.Errorf("%w: WithInterfaces: %w: interface binding is not available yet", ErrInvalidOption, errors.ErrUnsupported)
 	}
 }
 

@@ -2,7 +2,7 @@ package steadymqtt
 
 import (
 	"crypto/tls"
-	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -41,7 +41,11 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 		{"CA without certificate", []Option{WithBroker("ssl://h"), WithCA([]byte("not pem"))}, "WithCA", ErrTLSFiles},
 		{"missing client cert", []Option{WithBroker("ssl://h"), WithClientCertFiles("/nonexistent/c.pem", "/nonexistent/k.pem")}, "WithClientCertFiles", ErrTLSFiles},
 		{"empty server name", []Option{WithBroker("ssl://h"), WithServerName("")}, "WithServerName", ErrInvalidOption},
-		{"interfaces not yet", []Option{WithBroker("tcp://h"), WithInterfaces("eth0")}, "WithInterfaces", errors.ErrUnsupported},
+		{"no interface", []Option{WithBroker("tcp://h"), WithInterfaces()}, "WithInterfaces", ErrInvalidOption},
+		{"repeated interface", []Option{WithBroker("tcp://h"), WithInterfaces("eth0", "eth0")}, "WithInterfaces", ErrInvalidOption},
+		{"interfaces and source ip", []Option{WithBroker("tcp://h"), WithInterfaces("eth0"), WithSourceIP(net.IPv4(10, 0, 0, 1))}, "WithSourceIP", ErrInvalidOption},
+		{"zero failback", []Option{WithBroker("tcp://h"), WithFailback(0)}, "WithFailback", ErrInvalidOption},
+		{"unknown family", []Option{WithBroker("tcp://h"), WithAddressFamily(7)}, "WithAddressFamily", ErrInvalidOption},
 		{"unspecified source ip", []Option{WithBroker("tcp://h"), WithSourceIP(nil)}, "WithSourceIP", ErrInvalidOption},
 	}
 	for _, tt := range tests {

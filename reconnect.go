@@ -31,8 +31,10 @@ type attempt struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	probe   *certProbe  // what a TLS broker asked of our certificate
-	tracker *ackTracker // acknowledgements seen on this attempt's connection
+	probe     *certProbe  // what a TLS broker asked of our certificate
+	tracker   *ackTracker // acknowledgements seen on this attempt's connection
+	choice    choice      // the interface and source address, with WithInterfaces
+	choiceErr error       // why none could be chosen
 
 	mu      sync.Mutex
 	hook    bool // paho called the dial hook
@@ -68,6 +70,19 @@ func (a *attempt) abort() {
 	if conn != nil {
 		_ = conn.CloseWithError(ErrClosed)
 	}
+}
+
+type attemptKey struct{}
+
+// withAttempt lets the dial functions, called through paho and the
+// WebSocket dialer, find the attempt they serve.
+func withAttempt(ctx context.Context, a *attempt) context.Context {
+	return context.WithValue(ctx, attemptKey{}, a)
+}
+
+func attemptFrom(ctx context.Context) *attempt {
+	a, _ := ctx.Value(attemptKey{}).(*attempt)
+	return a
 }
 
 func (c *Client) currentAttempt() *attempt {
@@ -139,6 +154,9 @@ func (c *Client) run() {
 			break
 		}
 		if err != nil {
+			if a.choiceErr == nil && len(c.cfg.interfaces) > 0 {
+				c.ifacePos.Store(int32((a.choice.pos + 1) % len(c.cfg.interfaces))) // fail over
+			}
 			delay, ok := c.nextDelay()
 			if !ok {
 				final = fmt.Errorf("%w: %w", ErrGaveUp, err)
@@ -174,7 +192,13 @@ func (c *Client) run() {
 		if time.Since(upAt) >= c.cfg.stableAfter {
 			c.cfg.backoff.Reset()
 		}
-		delay, ok := c.nextDelay()
+		// A connection dropped because the local network changed (the
+		// interface or address went away, or a fail-back) is not the
+		// broker's doing: the next attempt goes at once, elsewhere.
+		delay, ok := time.Duration(0), true
+		if !errors.Is(lossErr, ErrNetworkChanged) {
+			delay, ok = c.nextDelay()
+		}
 		if !ok {
 			final = fmt.Errorf("%w: %w", ErrGaveUp, lossErr)
 			c.m.lost(a.epoch, lossErr, 0)
@@ -188,8 +212,11 @@ func (c *Client) run() {
 }
 
 func (c *Client) newAttempt(broker *url.URL) *attempt {
-	a := &attempt{broker: broker, epoch: c.m.newAttempt(broker.Redacted()),
-		probe: &certProbe{}, tracker: newAckTracker()}
+	a := &attempt{broker: broker, probe: &certProbe{}, tracker: newAckTracker()}
+	if len(c.cfg.interfaces) > 0 {
+		a.choice, a.choiceErr = chooseInterface(c.cfg.netSource, c.cfg.interfaces, int(c.ifacePos.Load()), c.cfg.family)
+	}
+	a.epoch = c.m.newAttempt(broker.Redacted(), a.choice.iface)
 	a.ctx, a.cancel = context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
 	c.attemptMu.Lock()
 	c.attempt = a
@@ -259,6 +286,9 @@ func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) err
 // the subscriptions are in place, so that "connected" means messages flow.
 // upAt is zero if the connection was lost before that.
 func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt time.Time, lossErr error, stopped bool) {
+	if len(c.cfg.interfaces) > 0 {
+		c.ifacePos.Store(int32(a.choice.pos)) // stay where it works
+	}
 	l := &link{conn: conn, tracker: a.tracker, end: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -266,6 +296,13 @@ func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt ti
 		defer wg.Done()
 		c.monitor(a.epoch, conn, l.end)
 	}()
+	if len(c.cfg.interfaces) > 0 || c.cfg.sourceIP != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.watchNetwork(a.choice, conn, l.end)
+		}()
+	}
 	defer func() {
 		close(l.end)
 		wg.Wait()

@@ -123,12 +123,12 @@ func (m *machine) begin() {
 	}
 }
 
-// newAttempt opens a new epoch for an attempt to broker.
-func (m *machine) newAttempt(broker string) uint64 {
+// newAttempt opens a new epoch for an attempt to broker over iface.
+func (m *machine) newAttempt(broker, iface string) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.epoch++
-	m.broker = broker
+	m.broker, m.iface = broker, iface
 	return m.epoch
 }
 

@@ -483,15 +483,11 @@ type certProbe struct {
 	offered   atomic.Bool // and the client had a certificate to give
 }
 
-type probeKey struct{}
-
-func withProbe(ctx context.Context, p *certProbe) context.Context {
-	return context.WithValue(ctx, probeKey{}, p)
-}
-
 func probeFrom(ctx context.Context) *certProbe {
-	p, _ := ctx.Value(probeKey{}).(*certProbe)
-	return p
+	if a := attemptFrom(ctx); a != nil {
+		return a.probe
+	}
+	return nil
 }
 
 // classifyCertRejection explains a connection that the broker closed right

@@ -1,0 +1,162 @@
+// Package netns builds the multi-homed test host: a client namespace with
+// two NICs (A = wired0, B = lte0), each a veth pair to a broker namespace that runs
+// Mosquitto on an address reachable over both. It needs root (or
+// CAP_NET_ADMIN) and iproute2; everything it makes lives in its own
+// namespaces and is removed by Close.
+//
+//	client ns                         broker ns
+//	wired0 10.77.1.2/24 ── veth ── p-wired0 10.77.1.1/24
+//	lte0   10.77.2.2/24 ── veth ── p-lte0   10.77.2.1/24
+//	default via 10.77.1.1 dev wired0 metric 100   lo 10.77.9.1/32 (Mosquitto :1883)
+//	default via 10.77.2.1 dev lte0 metric 200
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Lab is one client/broker pair of namespaces. Its fields travel to the
+// child process that runs inside the client namespace (as JSON).
+type Lab struct {
+	Client, Broker string // namespace names
+	A, B           string // client interfaces; A carries the default route
+	PA, PB         string // their peers in the broker namespace
+	AIP, BIP       string // client addresses
+	AGW, BGW       string // the peers' addresses (gateways)
+	BrokerIP       string
+	BrokerURL      string
+	Dir            string
+	MosquittoLog   string
+	mosquitto      *exec.Cmd
+}
+
+// ErrUnavailable means network namespaces cannot be made here.
+var ErrUnavailable = errors.New("network namespaces unavailable")
+
+var seq atomic.Int32
+
+// Available says why namespaces cannot be used, or nil.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: needs root or CAP_NET_ADMIN", ErrUnavailable)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("%w: no ip command (apt-get install -y iproute2)", ErrUnavailable)
+	}
+	probe := fmt.Sprintf("smq-probe-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: ip netns add: %v: %s", ErrUnavailable, err, out)
+	}
+	_ = exec.Command("ip", "netns", "del", probe).Run()
+	return nil
+}
+
+// New builds the namespaces and links.
+func New(dir string) (*Lab, error) {
+	id := fmt.Sprintf("%d-%d", os.Getpid(), seq.Add(1))
+	l := &Lab{
+		Client: "smq-c-" + id, Broker: "smq-b-" + id,
+		A: "wired0", B: "lte0", PA: "p-wired0", PB: "p-lte0",
+		AIP: "10.77.1.2", BIP: "10.77.2.2", AGW: "10.77.1.1", BGW: "10.77.2.1",
+		BrokerIP: "10.77.9.1", Dir: dir,
+	}
+	l.BrokerURL = "tcp://" + l.BrokerIP + ":1883"
+	steps := [][]string{
+		{"netns", "add", l.Client},
+		{"netns", "add", l.Broker},
+		{"-n", l.Client, "link", "set", "lo", "up"},
+		{"-n", l.Broker, "link", "set", "lo", "up"},
+		{"-n", l.Client, "link", "add", "name", l.A, "type", "veth", "peer", "name", l.PA, "netns", l.Broker},
+		{"-n", l.Client, "link", "add", "name", l.B, "type", "veth", "peer", "name", l.PB, "netns", l.Broker},
+		{"-n", l.Client, "addr", "add", l.AIP + "/24", "dev", l.A},
+		{"-n", l.Client, "addr", "add", l.BIP + "/24", "dev", l.B},
+		{"-n", l.Broker, "addr", "add", l.AGW + "/24", "dev", l.PA},
+		{"-n", l.Broker, "addr", "add", l.BGW + "/24", "dev", l.PB},
+		{"-n", l.Broker, "addr", "add", l.BrokerIP + "/32", "dev", "lo"},
+		{"-n", l.Client, "link", "set", "dev", l.A, "up"},
+		{"-n", l.Client, "link", "set", "dev", l.B, "up"},
+		{"-n", l.Broker, "link", "set", "dev", l.PA, "up"},
+		{"-n", l.Broker, "link", "set", "dev", l.PB, "up"},
+		{"-n", l.Client, "route", "add", "default", "via", l.AGW, "dev", l.A, "metric", "100"},
+		{"-n", l.Client, "route", "add", "default", "via", l.BGW, "dev", l.B, "metric", "200"},
+	}
+	for _, s := range steps {
+		if err := IP(s...); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	// Replies to b's address leave by pb; no reverse-path filter in the way.
+	for _, key := range []string{"all", "default", l.PA, l.PB} {
+		_ = exec.Command("ip", "netns", "exec", l.Broker, "sysctl", "-qw", "net.ipv4.conf."+key+".rp_filter=0").Run()
+	}
+	return l, nil
+}
+
+// IP runs the ip command with args.
+func IP(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// StartMosquitto runs Mosquitto in the broker namespace, logging every
+// connection with its source address.
+func (l *Lab) StartMosquitto() error {
+	bin := "/usr/sbin/mosquitto"
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		bin = p
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("mosquitto not installed (apt-get install -y mosquitto): %w", err)
+	}
+	l.MosquittoLog = filepath.Join(l.Dir, "mosquitto.log")
+	conf := filepath.Join(l.Dir, "mosquitto.conf")
+	lines := []string{
+		"listener 1883 " + l.BrokerIP, "allow_anonymous true", "persistence false",
+		"log_dest file " + l.MosquittoLog, "log_type all", "connection_messages true",
+	}
+	if os.Geteuid() == 0 {
+		lines = append(lines, "user root")
+	}
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", "netns", "exec", l.Broker, bin, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.mosquitto = cmd
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(l.Log(), " running") {
+			return nil
+		}
+	}
+	return fmt.Errorf("mosquitto did not start in %s: %s", l.Broker, l.Log())
+}
+
+// Log is what Mosquitto logged so far.
+func (l *Lab) Log() string {
+	b, _ := os.ReadFile(l.MosquittoLog)
+	return string(b)
+}
+
+// Close stops Mosquitto and removes both namespaces (and with them the
+// veth pairs).
+func (l *Lab) Close() {
+	if l.mosquitto != nil {
+		_ = l.mosquitto.Process.Kill()
+		_ = l.mosquitto.Wait()
+	}
+	_ = exec.Command("ip", "netns", "del", l.Client).Run()
+	_ = exec.Command("ip", "netns", "del", l.Broker).Run()
+}

@@ -1,0 +1,101 @@
+package steadymqtt
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/steadymqtt/steadymqtt/internal/netif"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// host is a fake multi-homed gateway: wired, LTE, Wi-Fi.
+func host() *netif.Fake {
+	return &netif.Fake{List: []netif.Interface{
+		{Name: "lo", Index: 1, Up: true, Running: true, Addrs: []netip.Prefix{pfx("127.0.0.1/8")}},
+		{Name: "eth0", Index: 2, Up: true, Running: true, Addrs: []netip.Prefix{pfx("192.0.2.10/24"), pfx("fe80::1/64")}},
+		{Name: "wwan0", Index: 3, Up: true, Running: true, Addrs: []netip.Prefix{pfx("2001:db8::5/64")}},
+		{Name: "wlan0", Index: 4, Up: true, Running: true, Addrs: []netip.Prefix{pfx("198.51.100.7/24")}},
+	}}
+}
+
+func TestChooseInterface(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*netif.Fake)
+		names  []string
+		start  int
+		fam    Family
+		want   string // interface chosen, "" for an error
+		addr   string // source address chosen
+		is     []error
+	}{
+		{name: "first preferred", names: []string{"eth0", "wlan0"}, fam: FamilyIPv4, want: "eth0", addr: "192.0.2.10"},
+		{name: "start position after a failure", names: []string{"eth0", "wlan0"}, start: 1, fam: FamilyIPv4, want: "wlan0", addr: "198.51.100.7"},
+		{name: "wraps around", names: []string{"eth0", "wlan0"}, start: 1, fam: FamilyIPv4, want: "eth0", addr: "192.0.2.10",
+			mutate: func(f *netif.Fake) { f.List[3].Up = false }},
+		{name: "family picks the address", names: []string{"wwan0"}, fam: FamilyIPv6, want: "wwan0", addr: "2001:db8::5"},
+		{name: "any family leaves the address to the kernel", names: []string{"wwan0"}, fam: FamilyAny, want: "wwan0"},
+		{name: "link-local only with a zone", names: []string{"eth0"}, fam: FamilyIPv6, want: "eth0", addr: "fe80::1%eth0"},
+		{name: "down is skipped", names: []string{"eth0", "wlan0"}, fam: FamilyIPv4, want: "wlan0", addr: "198.51.100.7",
+			mutate: func(f *netif.Fake) { f.List[1].Up = false }},
+		{name: "no carrier is skipped", names: []string{"eth0", "wlan0"}, fam: FamilyIPv4, want: "wlan0", addr: "198.51.100.7",
+			mutate: func(f *netif.Fake) { f.List[1].Running = false }},
+		{name: "not found", names: []string{"eth9"}, is: []error{ErrInterfaceNotFound}},
+		{name: "down", names: []string{"eth0"}, is: []error{ErrInterfaceDown}, mutate: func(f *netif.Fake) { f.List[1].Up = false }},
+		{name: "no carrier", names: []string{"eth0"}, is: []error{ErrNoCarrier}, mutate: func(f *netif.Fake) { f.List[1].Running = false }},
+		{name: "no address of the family", names: []string{"wwan0"}, fam: FamilyIPv4, is: []error{ErrNoUsableAddress}},
+		{name: "no address at all", names: []string{"eth0"}, is: []error{ErrNoUsableAddress},
+			mutate: func(f *netif.Fake) { f.List[1].Addrs = nil }},
+		{name: "every reason listed", names: []string{"eth9", "eth0", "wwan0"}, fam: FamilyIPv4,
+			is:     []error{ErrInterfaceNotFound, ErrNoCarrier, ErrNoUsableAddress},
+			mutate: func(f *netif.Fake) { f.List[1].Running = false }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := host()
+			if tt.mutate != nil {
+				tt.mutate(src)
+			}
+			ch, err := chooseInterface(src, tt.names, tt.start, tt.fam)
+			if tt.want != "" {
+				require.NoError(t, err)
+				require.Equal(t, tt.want, ch.iface)
+				if tt.addr != "" {
+					require.Equal(t, tt.addr, ch.addr.String())
+				} else {
+					require.False(t, ch.addr.IsValid())
+				}
+				return
+			}
+			var sel *SelectionError
+			require.ErrorAs(t, err, &sel)
+			require.Len(t, sel.Candidates, len(tt.names), "every candidate is listed")
+			for _, target := range tt.is {
+				require.ErrorIs(t, err, target)
+			}
+			for _, n := range tt.names {
+				require.Contains(t, err.Error(), n)
+			}
+		})
+	}
+}
+
+func TestChooseInterfaceReadError(t *testing.T) {
+	_, err := chooseInterface(&netif.Fake{Err: errors.New("netlink: permission denied")}, []string{"eth0"}, 0, FamilyAny)
+	require.ErrorContains(t, err, "permission denied")
+}
+
+func TestSelectionErrorText(t *testing.T) {
+	src := host()
+	src.List[1].Up = false
+	_, err := chooseInterface(src, []string{"eth0", "wwan0"}, 0, FamilyIPv4)
+	msg := err.Error()
+	require.True(t, strings.HasPrefix(msg, "steadymqtt: no usable interface or address: "), msg)
+	require.Contains(t, msg, "eth0: interface administratively down")
+	require.Contains(t, msg, "wwan0: interface has no usable address of the wanted family (IPv4)")
+}

@@ -101,7 +101,7 @@ func TestTenThousandKeysThroughBrokerRestarts(t *testing.T) {
 				key := "k" + strconv.Itoa(i)
 				for {
 					// An application that gives up waiting and tries again.
-					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 					err := pub.Publish(ctx, "chaos/t", []byte(key), WithQoS(1), WithIdempotencyKey(key))
 					cancel()
 					if err == nil {
@@ -126,7 +126,7 @@ func TestTenThousandKeysThroughBrokerRestarts(t *testing.T) {
 			if err := m.Stop(); err != nil {
 				t.Error(err)
 			}
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(600 * time.Millisecond) // longer than the publishers wait: they retry
 			if err := m.Start(); err != nil {
 				t.Error(err)
 				return
@@ -155,6 +155,7 @@ func TestTenThousandKeysThroughBrokerRestarts(t *testing.T) {
 	tap.mu.Lock()
 	defer tap.mu.Unlock()
 	require.GreaterOrEqual(t, len(tap.counts), restarts+1, "the publisher reconnected after each restart")
+	require.Positive(t, pub.Stats().Deduplicated, "retries after a context timeout were exercised")
 	sends := 0
 	for conn, keys := range tap.counts {
 		for key, n := range keys {

@@ -24,22 +24,16 @@ type Client struct {
 	log    *zap.Logger
 	m      *machine
 	bus    *bus.Bus[Event]
-	paho   mqtt.Client
 	subs   *registry
 	outbox *outbox.Outbox
 	stats  counters
 
-	// attempt is the connection attempt in progress, read by the dial hook
-	// that paho calls from its own goroutine.
-	attemptMu sync.Mutex
-	attempt   *attempt
+	// live is the paho client of the connection that is up, nil when none.
+	liveMu sync.Mutex
+	live   mqtt.Client
 	// ifacePos is where the next attempt starts in the interface
 	// preference list; only the manager and its watcher touch it.
 	ifacePos atomic.Int32
-
-	// lost receives paho's connection-lost reports; paho sends at most one
-	// per connection, after its own teardown finished.
-	lost chan error
 
 	lifeMu   sync.Mutex
 	started  bool
@@ -86,7 +80,6 @@ func New(opts ...Option) (*Client, error) {
 		log:    cfg.logger.With(zap.String("client_id", cfg.clientID)),
 		subs:   newRegistry(),
 		outbox: ob,
-		lost:   make(chan error, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -95,8 +88,20 @@ func New(opts ...Option) (*Client, error) {
 		c.log.Error("event subscriber panicked; it keeps receiving", zap.Any("panic", r), zap.Stack("stack"))
 	})
 	c.m = newMachine(c.bus.Publish)
-	c.paho = mqtt.NewClient(c.pahoOptions())
 	return c, nil
+}
+
+func (c *Client) setLive(p mqtt.Client) {
+	c.liveMu.Lock()
+	c.live = p
+	c.liveMu.Unlock()
+}
+
+// livePaho returns the paho client of the live connection, or nil.
+func (c *Client) livePaho() mqtt.Client {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	return c.live
 }
 
 // ClientID returns the MQTT client identifier in use.

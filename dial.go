@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
 	"github.com/steadymqtt/steadymqtt/internal/netif"
@@ -21,14 +20,7 @@ import (
 // transport, goes through here, so that binding, TLS and the stream
 // observer apply to all of them. paho's URL is ignored: the manager chose
 // the broker of this attempt.
-func (c *Client) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-	a := c.currentAttempt()
-	if a == nil {
-		return nil, errors.New("steadymqtt: dial outside of an attempt")
-	}
-	a.mu.Lock()
-	a.hook = true
-	a.mu.Unlock()
+func (c *Client) openConn(a *attempt) (net.Conn, error) {
 	if a.choiceErr != nil {
 		a.mu.Lock()
 		a.dialErr = a.choiceErr

@@ -1,6 +1,7 @@
 package steadymqtt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,10 @@ var (
 	// payload over its limit, an ACL that disconnects); it was taken out of
 	// the outbox so the connection can settle.
 	ErrPoisonMessage = errors.New("steadymqtt: message rejected by the broker (it closed the connection after each send)")
+	// ErrIdempotencyConflict: the idempotency key was used, pending or
+	// within the window, for a message with another topic, payload, QoS or
+	// retain flag. Nothing was sent.
+	ErrIdempotencyConflict = errors.New("steadymqtt: idempotency key already used for a different message")
 	// ErrNotDelivered is reported by Close for what the outbox still held,
 	// and by a Publish whose message was still waiting when the client closed.
 	ErrNotDelivered = errors.New("steadymqtt: not delivered")
@@ -183,37 +188,48 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 	if c.isClosed() {
 		return ErrClosed
 	}
-	if p.key != "" && c.outbox.Delivered(p.key) {
-		c.stats.deduplicated.Add(1)
-		return nil
-	}
 	if p.key != "" && c.cfg.envelope {
 		payload = Seal(p.key, payload)
 	}
 	if p.qos == 0 && !c.cfg.queueQoS0 {
-		return c.publishNow(ctx, topic, payload, p)
+		if p.key == "" {
+			return c.publishNow(ctx, topic, payload, p)
+		}
+		// A keyed QoS 0 message goes through the outbox, so that concurrent
+		// calls with its key make one send, but only while connected.
+		if !c.State().Up() {
+			c.stats.dropped[0].Add(1)
+			return ErrNotConnected
+		}
 	}
-	e, joined, dropped, err := c.outbox.Add(outbox.Message{Topic: topic, Payload: payload, QoS: p.qos, Retain: p.retain, Key: p.key})
-	if dropped != nil {
-		c.stats.dropped[dropped.QoS].Add(1)
-		c.m.notice(KindMessageDropped, ErrDropped, dropped.Topic, dropped.Key)
+	// The outbox keeps the payload until it is acknowledged, maybe long
+	// after Publish returned: it must not see the caller reuse its buffer.
+	m := outbox.Message{Topic: topic, Payload: bytes.Clone(payload), QoS: p.qos, Retain: p.retain, Key: p.key}
+	res, err := c.outbox.Add(m)
+	for _, d := range res.Dropped {
+		c.stats.dropped[d.QoS].Add(1)
+		c.m.notice(KindMessageDropped, ErrDropped, d.Topic, d.Key)
 	}
 	switch {
 	case errors.Is(err, outbox.ErrFull):
 		return fmt.Errorf("%w: %d messages, %d bytes waiting", ErrOutboxFull, c.outbox.Len(), c.outbox.Bytes())
 	case errors.Is(err, outbox.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, outbox.ErrConflict):
+		return fmt.Errorf("%w: key %q", ErrIdempotencyConflict, p.key)
 	case err != nil:
 		return fmt.Errorf("steadymqtt: publish to %q: %w", topic, err)
-	}
-	if joined {
+	case res.Settled:
 		c.stats.deduplicated.Add(1)
-	} else {
+		return res.Prior // nil when delivered; the same failure when it failed
+	case res.Joined:
+		c.stats.deduplicated.Add(1)
+	default:
 		c.stats.published[p.qos].Add(1)
 	}
 	select {
-	case <-e.Done():
-		return c.outcome(e)
+	case <-res.Entry.Done():
+		return c.outcome(res.Entry)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -237,7 +253,12 @@ func (c *Client) publishNow(ctx context.Context, topic string, payload []byte, p
 		return ErrNotConnected
 	}
 	c.stats.published[0].Add(1)
-	tok := c.paho.Publish(topic, 0, p.retain, payload)
+	pc := c.livePaho()
+	if pc == nil {
+		c.stats.dropped[0].Add(1)
+		return ErrNotConnected
+	}
+	tok := pc.Publish(topic, 0, p.retain, payload)
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
@@ -248,9 +269,6 @@ func (c *Client) publishNow(ctx context.Context, topic string, payload []byte, p
 		return fmt.Errorf("%w: publish to %q: %w", ErrNotConnected, topic, err)
 	}
 	c.stats.acknowledged[0].Add(1)
-	if p.key != "" {
-		c.outbox.Remember(p.key)
-	}
 	return nil
 }
 
@@ -295,9 +313,13 @@ func (t *ackTracker) acked(id uint16, mark uint64) bool {
 
 // link is one live connection as the sender sees it.
 type link struct {
+	paho    mqtt.Client
 	conn    *wire.Conn
 	tracker *ackTracker
 	end     chan struct{} // closed when the connection is over
+
+	oldestOnce sync.Once
+	oldest     uint64
 }
 
 // send hands outbox messages to the connection until it ends, at most the
@@ -323,13 +345,37 @@ func (c *Client) send(l *link) {
 		// Handed to paho here, one after the other, so that the wire order
 		// is the outbox order; only the waits run side by side.
 		mark := l.tracker.mark()
-		tok := c.paho.Publish(e.Topic, e.QoS, e.Retain, e.Payload)
+		tok := l.paho.Publish(e.Topic, e.QoS, e.Retain, e.Payload)
+		if handoffFailed(tok) && !l.closing() {
+			// paho's writer did not take it in time (a long write on a slow
+			// uplink). Nothing after it has been handed over: put it back
+			// and try again, so the order holds.
+			c.outbox.Requeue(e, false)
+			<-window
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-l.end:
+				return
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-window }()
 			c.awaitAck(l, e, tok, mark)
 		}()
+	}
+}
+
+// handoffFailed reports whether paho refused a packet at once (its writer
+// did not take it within the write timeout).
+func handoffFailed(tok mqtt.Token) bool {
+	select {
+	case <-tok.Done():
+		return tok.Error() != nil
+	default:
+		return false
 	}
 }
 
@@ -355,12 +401,6 @@ func (c *Client) awaitAck(l *link, e *outbox.Entry, tok mqtt.Token, mark uint64)
 			}
 			c.stats.acknowledged[e.QoS].Add(1)
 			return
-		case tok.Error() != nil && !l.closing():
-			// paho did not send it (its queue timed out) and the connection
-			// is fine: it may go again on this connection, after a breath.
-			time.Sleep(10 * time.Millisecond)
-			c.outbox.Requeue(e, false)
-			return
 		case tok.Error() == nil:
 			// A token completed with no acknowledgement on the wire (paho
 			// #563). The message may or may not have arrived: it is sent
@@ -371,15 +411,26 @@ func (c *Client) awaitAck(l *link, e *outbox.Entry, tok mqtt.Token, mark uint64)
 	default:
 	}
 	<-l.end // the connection is going away or gone
-	strike := l.conn.Cause() == nil && brokerClosed(l.conn) && l.tracker.mark() == mark
-	c.outbox.Requeue(e, strike)
-	if strike && e.Strikes >= c.cfg.poisonAfter {
-		err := fmt.Errorf("%w: topic %q, %d bytes, %d connections closed", ErrPoisonMessage, e.Topic, len(e.Payload), e.Strikes)
-		if ferr := c.outbox.Fail(e, err); ferr == nil {
-			c.stats.dropped[e.QoS].Add(1)
-			c.m.notice(KindPoisonMessage, err, e.Topic, e.Key)
+	// A strike only for the oldest message in flight, and only when the
+	// broker closed the connection with nothing acknowledged since it was
+	// sent: the messages behind it were collateral.
+	oldest := l.oldestInFlight(c.outbox)
+	strike := e.Seq() == oldest && l.conn.Cause() == nil && brokerClosed(l.conn) && l.tracker.mark() == mark
+	if strikes := c.outbox.Requeue(e, strike); strike && strikes >= c.cfg.poisonAfter {
+		err := fmt.Errorf("%w: topic %q, %d bytes, %d connections closed", ErrPoisonMessage, e.Topic, len(e.Payload), strikes)
+		if ferr := c.outbox.Fail(e, err); ferr != nil {
+			c.log.Error("durable outbox: recording a poison message failed", zap.Error(ferr))
 		}
+		c.stats.dropped[e.QoS].Add(1)
+		c.m.notice(KindPoisonMessage, err, e.Topic, e.Key)
 	}
+}
+
+// oldestInFlight is the outbox's oldest in-flight message when the
+// connection ended, read once, before any of them goes back.
+func (l *link) oldestInFlight(o *outbox.Outbox) uint64 {
+	l.oldestOnce.Do(func() { l.oldest = o.OldestInFlight() })
+	return l.oldest
 }
 
 // closing reports whether the connection is ending: the link is over or
@@ -409,7 +460,7 @@ func (c *Client) flush(ctx context.Context, l *link) {
 	for c.outbox.Len() > 0 {
 		select {
 		case <-t.C:
-		case <-l.end:
+		case <-l.conn.Done():
 			return
 		case <-ctx.Done():
 			return

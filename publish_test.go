@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/steadymqtt/steadymqtt/internal/broker"
@@ -99,7 +100,7 @@ func TestReplayKeepsOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			require.NoError(t, c.Publish(context.Background(), "order/t", []byte(strconv.Itoa(i)), WithQoS(1)))
+			assert.NoError(t, c.Publish(context.Background(), "order/t", []byte(strconv.Itoa(i)), WithQoS(1)))
 		}()
 		// Accepted one after the other, so the outbox order is 0..n-1.
 		require.Eventually(t, func() bool { return c.Health().Outbox == i+1 }, time.Second, time.Millisecond)
@@ -148,7 +149,7 @@ func TestConcurrentCallersWithOneKeyCauseOneSend(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			require.NoError(t, c.Publish(context.Background(), "dedupe/t", []byte("one"), WithQoS(1), WithIdempotencyKey("k")))
+			assert.NoError(t, c.Publish(context.Background(), "dedupe/t", []byte("one"), WithQoS(1), WithIdempotencyKey("k")))
 		}()
 	}
 	wg.Wait()
@@ -228,47 +229,115 @@ func TestCloseFlushesTheOutbox(t *testing.T) {
 func TestPoisonMessageLeavesTheOutbox(t *testing.T) {
 	leakCheck(t)
 	b := startEmbedded(t, broker.WithHook(&broker.KickOnTopic{Topic: "poison"}))
+	k := subscriber(t, b.URL(), "fine/#")
 	c := newClient(t, WithBroker(b.URL()), WithBackoff(backoff.NewConstantBackOff(20*time.Millisecond)))
 	rec := record(c)
+	// Queued offline: the poison message first, good ones behind it, so
+	// that they are in flight with it each time the broker hangs up.
+	errs := make([]chan error, 6)
+	for i := range errs {
+		errs[i] = make(chan error, 1)
+		topic := "fine/" + strconv.Itoa(i)
+		if i == 0 {
+			topic = "poison"
+		}
+		go func() {
+			errs[i] <- c.Publish(context.Background(), topic, []byte("m"), WithQoS(1), WithIdempotencyKey(topic))
+		}()
+		require.Eventually(t, func() bool { return c.Health().Outbox == i+1 }, time.Second, time.Millisecond)
+	}
 	connect(t, c)
-	err := c.Publish(t.Context(), "poison", []byte("bad"), WithQoS(1))
-	require.ErrorIs(t, err, ErrPoisonMessage)
+	require.ErrorIs(t, <-errs[0], ErrPoisonMessage)
+	for i := 1; i < len(errs); i++ {
+		require.NoError(t, <-errs[i], "message %d behind the poison one", i)
+	}
 	ev := rec.next(t, time.Second, "poison event", func(ev Event) bool { return ev.Kind == KindPoisonMessage })
 	require.Equal(t, "poison", ev.Topic)
-	// The connection settles and other messages go through.
-	require.NoError(t, c.Publish(t.Context(), "fine", []byte("good"), WithQoS(1)))
-	require.Zero(t, c.Health().Outbox)
+	require.Eventually(t, func() bool { return k.n.Load() >= 5 }, 5*time.Second, 10*time.Millisecond)
+
+	// The connection settles; a retry of the poison message gets the same
+	// answer without another send.
+	kicks := 0
+	for _, e := range rec.all() {
+		if e.To == StateReconnecting {
+			kicks++
+		}
+	}
+	require.ErrorIs(t, c.Publish(t.Context(), "poison", []byte("m"), WithQoS(1), WithIdempotencyKey("poison")), ErrPoisonMessage)
+	require.NoError(t, c.Publish(t.Context(), "fine/after", []byte("good"), WithQoS(1)))
+	require.Equal(t, StateConnected, c.State())
+	after := 0
+	for _, e := range rec.all() {
+		if e.To == StateReconnecting {
+			after++
+		}
+	}
+	require.Equal(t, kicks, after, "the retry caused another kick")
+	require.Equal(t, DefaultPoisonAfter, kicks)
 	require.EqualValues(t, 1, c.Stats().Dropped[1])
+}
+
+func TestIdempotencyKeyConflict(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	c := newClient(t, WithBroker(b.URL()))
+	connect(t, c)
+	require.NoError(t, c.Publish(t.Context(), "t", []byte("first"), WithQoS(1), WithIdempotencyKey("k")))
+	err := c.Publish(t.Context(), "t", []byte("second"), WithQoS(1), WithIdempotencyKey("k"))
+	require.ErrorIs(t, err, ErrIdempotencyConflict)
+}
+
+func TestQueuedPayloadIsCopied(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	k := subscriber(t, b.URL(), "copy/t")
+	c := newClient(t, WithBroker(b.URL()))
+	buf := []byte("original")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, c.Publish(ctx, "copy/t", buf, WithQoS(1)), context.DeadlineExceeded)
+	copy(buf, "REUSED!!") // the application reuses its buffer
+	connect(t, c)
+	require.Eventually(t, func() bool { return k.n.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, []string{"original"}, k.payloads())
 }
 
 func TestSlowHandlerDoesNotKillTheConnection(t *testing.T) {
 	leakCheck(t)
-	b := startEmbedded(t)
-	c := newClient(t, WithBroker(b.URL()), WithKeepAlive(2*time.Second))
+	m := startMosquitto(t, broker.MosquittoConfig{})
+	c := newClient(t, WithBroker(m.URL()), WithKeepAlive(2*time.Second))
 	rec := record(c)
 	release := make(chan struct{})
-	slowGot := make(chan struct{}, 1)
+	var slowGot atomic.Int64
 	require.NoError(t, c.Subscribe(t.Context(), "slow", 1, func(Message) {
-		slowGot <- struct{}{}
-		select {
-		case <-release:
-		case <-time.After(10 * time.Second):
+		if slowGot.Add(1) == 1 {
+			select { // the first message takes 10 s
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
 		}
 	}))
 	fast := &collector{}
 	require.NoError(t, c.Subscribe(t.Context(), "fast", 1, fast.add))
 	connect(t, c)
 
-	pub := newClient(t, WithBroker(b.URL()))
+	pub := newClient(t, WithBroker(m.URL()))
 	connect(t, pub)
-	require.NoError(t, pub.Publish(t.Context(), "slow", []byte("x"), WithQoS(1)))
-	<-slowGot
-	for i := 0; i < 20; i++ { // the slow handler sleeps 10 s, five keepalives
+	// More QoS 1 messages for the slow handler than Mosquitto keeps in
+	// flight to one client (20): acknowledging only after the handler would
+	// stall the fast subscription behind them.
+	for i := 0; i < 30; i++ {
+		require.NoError(t, pub.Publish(t.Context(), "slow", []byte("x"), WithQoS(1)))
+	}
+	require.Eventually(t, func() bool { return slowGot.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	for i := 0; i < 20; i++ { // through five keepalives while the slow handler sleeps
 		require.NoError(t, pub.Publish(t.Context(), "fast", []byte(strconv.Itoa(i)), WithQoS(1)))
-		require.Eventually(t, func() bool { return fast.n.Load() == int64(i+1) }, time.Second, 5*time.Millisecond)
+		require.Eventually(t, func() bool { return fast.n.Load() == int64(i+1) }, 2*time.Second, 5*time.Millisecond,
+			"the fast subscription stalled behind the slow one")
 		time.Sleep(500 * time.Millisecond)
 	}
 	close(release)
+	require.Eventually(t, func() bool { return slowGot.Load() == 30 }, 5*time.Second, 5*time.Millisecond)
 	for _, ev := range rec.all() {
 		require.NotEqual(t, StateReconnecting, ev.To, "disconnected while a handler was slow: %v", ev.Err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -36,17 +37,16 @@ type attempt struct {
 	choice    choice      // the interface and source address, with WithInterfaces
 	choiceErr error       // why none could be chosen
 
+	// Each attempt has a paho client of its own: nothing of an old
+	// connection (a hand-off blocked in paho, message identifiers paho
+	// never released, a late callback) can reach the next one.
+	paho mqtt.Client
+	lost chan error // paho's connection-lost report, at most one
+
 	mu      sync.Mutex
-	hook    bool // paho called the dial hook
 	conn    *wire.Conn
 	dialErr error
 	aborted bool
-}
-
-func (a *attempt) hooked() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.hook
 }
 
 // setConn records the attempt's socket; false if the attempt was aborted.
@@ -85,13 +85,7 @@ func attemptFrom(ctx context.Context) *attempt {
 	return a
 }
 
-func (c *Client) currentAttempt() *attempt {
-	c.attemptMu.Lock()
-	defer c.attemptMu.Unlock()
-	return c.attempt
-}
-
-func (c *Client) pahoOptions() *mqtt.ClientOptions {
+func (c *Client) pahoOptions(a *attempt) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions()
 	// paho wants a server list; which broker an attempt really dials is the
 	// manager's choice, made in the dial hook. Credentials stay out of it.
@@ -108,19 +102,24 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetConnectRetry(false)
 	o.SetResumeSubs(false)
 	// Every message goes to route, in order, which only queues it for the
-	// subscription's own worker: handlers stay off paho's receive path
-	// (paho #208) and the PUBACK waits for the handler.
+	// subscription's own worker and acknowledges it: handlers stay off
+	// paho's receive path (paho #208).
 	o.SetOrderMatters(true)
 	o.SetDefaultPublishHandler(c.route)
 	o.SetAutoAckDisabled(true)
 	// paho keeps no copy of outgoing messages: the outbox resends what was
 	// not acknowledged, so paho's own resend on resume would send it twice.
 	o.SetStore(nopStore{})
-	o.SetCustomOpenConnectionFn(c.openConn)
-	o.SetCredentialsProvider(c.credentials)
+	// paho waits this long to hand a packet to its writer; a hand-off must
+	// not outlive a dead connection by much. paho also sets it as a write
+	// deadline, which wire.Conn ignores: the keepalive monitor judges a slow
+	// uplink by its progress instead.
+	o.SetWriteTimeout(handoffTimeout)
+	o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return c.openConn(a) })
+	o.SetCredentialsProvider(func() (string, string) { return c.credentials(a) })
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		select {
-		case c.lost <- err:
+		case a.lost <- err:
 		default:
 		}
 	})
@@ -130,10 +129,14 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	return o
 }
 
+// handoffTimeout bounds how long paho may take to accept a packet for
+// writing.
+const handoffTimeout = time.Second
+
 // credentials are read by paho for each CONNECT; user information in the
 // broker URL of the attempt wins over WithCredentials.
-func (c *Client) credentials() (string, string) {
-	if a := c.currentAttempt(); a != nil && a.broker.User != nil {
+func (c *Client) credentials(a *attempt) (string, string) {
+	if a.broker.User != nil {
 		p, _ := a.broker.User.Password()
 		return a.broker.User.Username(), p
 	}
@@ -149,7 +152,7 @@ func (c *Client) run() {
 		conn, sessionPresent, err := c.connectOnce(a)
 		if c.stopping() {
 			if err == nil {
-				c.disconnect(conn)
+				c.disconnect(a, conn)
 			}
 			break
 		}
@@ -171,7 +174,7 @@ func (c *Client) run() {
 
 		upAt, lossErr, stopped := c.hold(a, conn, sessionPresent)
 		if stopped {
-			c.disconnect(conn)
+			c.disconnect(a, conn)
 			break
 		}
 		if upAt.IsZero() { // lost while its subscriptions were being restored
@@ -218,36 +221,20 @@ func (c *Client) newAttempt(broker *url.URL) *attempt {
 	}
 	a.epoch = c.m.newAttempt(broker.Redacted(), a.choice.iface)
 	a.ctx, a.cancel = context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
-	c.attemptMu.Lock()
-	c.attempt = a
-	c.attemptMu.Unlock()
+	a.lost = make(chan error, 1)
+	a.paho = mqtt.NewClient(c.pahoOptions(a))
 	return a
 }
 
 // connectOnce runs one paho Connect through our dial hook.
 func (c *Client) connectOnce(a *attempt) (*wire.Conn, bool, error) {
 	defer a.cancel()
-	// A loss report can only belong to a connection that is already gone.
+	tok := a.paho.Connect()
 	select {
-	case <-c.lost:
-	default:
-	}
-	var tok mqtt.Token
-	for {
-		tok = c.paho.Connect()
-		select {
-		case <-tok.Done():
-		case <-c.stop:
-			a.abort()
-			<-tok.Done() // bounded: the socket is closed and the dial cancelled
-		}
-		// paho completes a failed Connect's token just before it resets its
-		// own status, so a retry without delay can find it "not
-		// disconnected" and refuse without dialling. That is no attempt:
-		// ask again shortly, within the attempt's time.
-		if tok.Error() == nil || a.hooked() || a.ctx.Err() != nil || !c.sleep(time.Millisecond) {
-			break
-		}
+	case <-tok.Done():
+	case <-c.stop:
+		a.abort()
+		<-tok.Done() // bounded: the socket is closed and the dial cancelled
 	}
 	ct := tok.(*mqtt.ConnectToken)
 	if err := tok.Error(); err != nil {
@@ -289,7 +276,9 @@ func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt ti
 	if len(c.cfg.interfaces) > 0 {
 		c.ifacePos.Store(int32(a.choice.pos)) // stay where it works
 	}
-	l := &link{conn: conn, tracker: a.tracker, end: make(chan struct{})}
+	l := &link{conn: conn, tracker: a.tracker, paho: a.paho, end: make(chan struct{})}
+	c.setLive(a.paho)
+	defer c.setLive(nil)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -308,14 +297,14 @@ func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt ti
 		wg.Wait()
 	}()
 
-	c.syncSubscriptions(sessionPresent && !c.cfg.cleanSession)
+	c.syncSubscriptions(a.paho, sessionPresent && !c.cfg.cleanSession)
 	select {
 	case <-conn.Done():
 	default:
 		c.m.up(a.epoch, conn)
 		upAt = time.Now()
 		// Whatever was registered while the first sync ran.
-		c.syncSubscriptions(true)
+		c.syncSubscriptions(a.paho, true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -329,12 +318,7 @@ func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt ti
 			c.flush(ctx, l)
 			cancel()
 			return upAt, nil, true
-		case err := <-c.lost:
-			select {
-			case <-conn.Done():
-			default:
-				continue // not about this connection: paho closes the socket before reporting
-			}
+		case err := <-a.lost:
 			if cause := conn.Cause(); cause != nil {
 				err = cause
 			}
@@ -360,7 +344,7 @@ func (c *Client) closeContext() (context.Context, context.CancelFunc) {
 const flushTimeout = 5 * time.Second
 
 // disconnect sends DISCONNECT within what Close's context allows.
-func (c *Client) disconnect(conn *wire.Conn) {
+func (c *Client) disconnect(a *attempt, conn *wire.Conn) {
 	c.lifeMu.Lock()
 	ctx := c.closeCtx
 	c.lifeMu.Unlock()
@@ -370,7 +354,7 @@ func (c *Client) disconnect(conn *wire.Conn) {
 			quiesce = min(max(time.Until(dl)/2, 0), 5*time.Second)
 		}
 	}
-	c.paho.Disconnect(uint(quiesce / time.Millisecond))
+	a.paho.Disconnect(uint(quiesce / time.Millisecond))
 	// paho may return before its teardown closed the socket.
 	select {
 	case <-conn.Done():

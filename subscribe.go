@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -16,9 +15,11 @@ import (
 // (paho's default handler; paho's own per-filter routes are not used, they
 // lose shared subscriptions on unsubscribe). route matches it against the
 // registry and puts it in the bounded backlog of each matching
-// subscription, never blocking paho's receive path. Each subscription has
-// one worker that calls its handler in order; the PUBACK goes out once every
-// matching handler returned (or the message was counted as dropped).
+// subscription, never blocking paho's receive path, and acknowledges it
+// right away, in the order received (MQTT-4.6.0-2). Waiting for the handler
+// would let one slow handler fill the broker's in-flight window (Mosquitto:
+// 20) and stop every subscription. Each subscription has one worker that
+// calls its handler in order.
 
 // Message is a message received on a subscription.
 type Message struct {
@@ -31,10 +32,11 @@ type Message struct {
 
 // MessageHandler receives the messages of one subscription, in order, on
 // a goroutine of that subscription: a slow handler delays neither the
-// connection's keepalive nor other subscriptions. If it falls behind by
-// more than the backlog (WithHandlerBacklog), messages are dropped,
-// counted in Stats().HandlerDrops and reported by a KindHandlerOverflow
-// event.
+// connection's keepalive nor other subscriptions. A message is acknowledged
+// to the broker once it is in the subscription's backlog. If the handler
+// falls behind by more than the backlog (WithHandlerBacklog), messages are
+// dropped, counted in Stats().HandlerDrops and reported by a
+// KindHandlerOverflow event.
 type MessageHandler func(Message)
 
 // WithHandlerBacklog sets how many received messages may wait for each
@@ -63,20 +65,6 @@ type subscription struct {
 
 type delivery struct {
 	msg Message
-	ack *pendingAck
-}
-
-// pendingAck acknowledges a message once every subscription it was handed
-// to is done with it.
-type pendingAck struct {
-	left atomic.Int32
-	m    mqtt.Message
-}
-
-func (p *pendingAck) done() {
-	if p.left.Add(-1) == 0 {
-		p.m.Ack()
-	}
 }
 
 // registry holds the subscriptions the client (re)makes after a
@@ -130,10 +118,11 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 	r.workers.Add(1)
 	go c.work(s)
 	r.mu.Unlock()
-	if !c.State().Up() {
-		return nil
+	pc := c.livePaho()
+	if pc == nil || !c.State().Up() {
+		return nil // made at the next connection
 	}
-	return c.subscribe(ctx, s)
+	return c.subscribe(ctx, pc, s)
 }
 
 // sharedFilter returns the filter that topics are matched against:
@@ -153,7 +142,6 @@ func (c *Client) work(s *subscription) {
 	defer c.subs.workers.Done()
 	for d := range s.queue {
 		c.deliver(s, d.msg)
-		d.ack.done()
 	}
 }
 
@@ -180,24 +168,19 @@ func (c *Client) route(_ mqtt.Client, m mqtt.Message) {
 			}
 		}
 	}
-	if len(targets) == 0 {
-		r.mu.Unlock()
-		c.stats.unrouted.Add(1)
-		m.Ack() // unacknowledged, it would stay in flight at the broker for ever
-		return
-	}
-	p := &pendingAck{m: m}
-	p.left.Store(int32(len(targets)))
 	var overflow []string
 	for _, s := range targets {
 		select {
-		case s.queue <- delivery{msg: msg, ack: p}:
+		case s.queue <- delivery{msg: msg}:
 		default:
 			overflow = append(overflow, s.filter)
-			p.done()
 		}
 	}
 	r.mu.Unlock()
+	m.Ack() // queued (or counted as dropped): the broker may send the next
+	if len(targets) == 0 {
+		c.stats.unrouted.Add(1)
+	}
 	for _, f := range overflow {
 		c.stats.handlerDrops.Add(1)
 		c.m.notice(KindHandlerOverflow, fmt.Errorf("steadymqtt: handler of %q is %d messages behind; message dropped", f, c.cfg.handlerBacklog), msg.Topic, "")
@@ -228,8 +211,8 @@ func matchTopic(filter, topic string) bool {
 	}
 }
 
-func (c *Client) subscribe(ctx context.Context, s *subscription) error {
-	tok := c.paho.Subscribe(s.filter, s.qos, nil) // nil: messages go to route
+func (c *Client) subscribe(ctx context.Context, pc mqtt.Client, s *subscription) error {
+	tok := pc.Subscribe(s.filter, s.qos, nil) // nil: messages go to route
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
@@ -271,7 +254,7 @@ func (c *Client) GrantedQoS(filter string) (byte, bool) {
 // syncSubscriptions brings the broker's session in line with the registry
 // after a CONNACK: when the session is gone, everything is subscribed
 // again; when it was kept, only what changed while offline.
-func (c *Client) syncSubscriptions(sessionPresent bool) {
+func (c *Client) syncSubscriptions(pc mqtt.Client, sessionPresent bool) {
 	c.subs.mu.Lock()
 	var todo []*subscription
 	for _, s := range c.subs.subs {
@@ -293,13 +276,13 @@ func (c *Client) syncSubscriptions(sessionPresent bool) {
 
 	for _, s := range todo {
 		ctx, cancel := context.WithTimeout(c.stopCtx, c.cfg.connectTimeout)
-		if err := c.subscribe(ctx, s); err != nil {
+		if err := c.subscribe(ctx, pc, s); err != nil {
 			c.log.Warn("restoring subscription failed", zap.String("filter", s.filter), zap.Error(err))
 		}
 		cancel()
 	}
 	if len(drop) > 0 {
-		tok := c.paho.Unsubscribe(drop...)
+		tok := pc.Unsubscribe(drop...)
 		if !tok.WaitTimeout(c.cfg.connectTimeout) || tok.Error() != nil {
 			c.log.Warn("unsubscribing what was dropped while offline failed", zap.Strings("filters", drop), zap.Error(tok.Error()))
 		}
@@ -319,11 +302,12 @@ func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
 			return err
 		}
 	}
-	if c.isClosed() {
-		return ErrClosed
-	}
 	up := c.State().Up()
 	c.subs.mu.Lock()
+	if c.subs.stopped || c.isClosed() {
+		c.subs.mu.Unlock()
+		return ErrClosed
+	}
 	for _, f := range filters {
 		if s, ok := c.subs.subs[f]; ok {
 			close(s.queue)
@@ -334,10 +318,11 @@ func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
 		}
 	}
 	c.subs.mu.Unlock()
-	if !up || len(filters) == 0 {
-		return nil
+	pc := c.livePaho()
+	if !up || pc == nil || len(filters) == 0 {
+		return nil // told to the broker at the next connection, if it kept the session
 	}
-	tok := c.paho.Unsubscribe(filters...)
+	tok := pc.Unsubscribe(filters...)
 	select {
 	case <-tok.Done():
 		return tok.Error()

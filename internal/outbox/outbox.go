@@ -1,11 +1,16 @@
 // Package outbox holds the messages a client accepted and has not yet seen
 // acknowledged: bounded by count and bytes, in the order they were
 // accepted, optionally on disk (bbolt) so that they survive a crash, with
-// the recently delivered idempotency keys beside them.
+// the recently settled idempotency keys beside them.
+//
+// No disk I/O happens under the outbox's lock: a probe reading Len never
+// waits for an fsync.
 package outbox
 
 import (
+	"crypto/sha256"
 	"errors"
+	"sort"
 	"sync"
 	"time"
 )
@@ -21,20 +26,45 @@ type Message struct {
 
 func (m *Message) size() int { return len(m.Topic) + len(m.Payload) + len(m.Key) }
 
+// digest identifies a message's content, to tell a retry from a different
+// message that reuses a key.
+func (m *Message) digest() [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte{m.QoS, boolByte(m.Retain)})
+	h.Write([]byte(m.Topic))
+	h.Write([]byte{0})
+	h.Write(m.Payload)
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Entry is a message in the outbox and the outcome its publishers wait for.
 type Entry struct {
 	Message
 	seq      uint64
+	digest   [sha256.Size]byte
+	ready    bool // on disk (or in memory only): may be sent
 	inflight bool
 	removed  bool
 	// Strikes counts connections that the broker closed right after this
-	// message was sent, with no acknowledgement of anything in between.
+	// message was sent, with nothing acknowledged in between.
 	Strikes int
 	// Sends counts how many connections the message was handed to.
 	Sends int
 	done  chan struct{}
 	err   error
 }
+
+// Seq is the entry's place in the outbox order.
+func (e *Entry) Seq() uint64 { return e.seq }
 
 // Done is closed when the entry has an outcome.
 func (e *Entry) Done() <-chan struct{} { return e.done }
@@ -47,14 +77,15 @@ type Policy int
 
 const (
 	Reject     Policy = iota // refuse the new message
-	DropOldest               // drop the oldest message that is not in flight
+	DropOldest               // drop the oldest messages that are not in flight
 )
 
 // Errors.
 var (
-	ErrFull    = errors.New("outbox full")
-	ErrDropped = errors.New("dropped from a full outbox for a newer message")
-	ErrClosed  = errors.New("outbox closed")
+	ErrFull     = errors.New("outbox full")
+	ErrDropped  = errors.New("dropped from a full outbox for a newer message")
+	ErrClosed   = errors.New("outbox closed")
+	ErrConflict = errors.New("idempotency key already used for a different message")
 )
 
 // Config bounds an outbox.
@@ -62,8 +93,8 @@ type Config struct {
 	MaxCount  int
 	MaxBytes  int
 	Policy    Policy
-	KeyWindow time.Duration // how long a delivered key is remembered
-	KeyCount  int           // how many delivered keys are remembered at most
+	KeyWindow time.Duration // how long a settled key is remembered
+	KeyCount  int           // how many settled keys are remembered at most
 	Dir       string        // durable when not empty
 }
 
@@ -76,8 +107,10 @@ type Outbox struct {
 	queue   []*Entry // by seq
 	byKey   map[string]*Entry
 	bytes   int
+	writing int // entries still being written to disk (not ready)
 	nextSeq uint64
 	keys    recentKeys
+	evicted []string // keys forgotten in memory, still to delete on disk
 	wake    chan struct{}
 	closed  bool
 }
@@ -85,7 +118,7 @@ type Outbox struct {
 // Open makes an outbox; with cfg.Dir it loads what a previous process left.
 func Open(cfg Config) (*Outbox, error) {
 	o := &Outbox{cfg: cfg, byKey: make(map[string]*Entry), wake: make(chan struct{}, 1),
-		keys: recentKeys{at: make(map[string]time.Time)}}
+		keys: recentKeys{recs: make(map[string]keyRecord)}}
 	if cfg.Dir == "" {
 		return o, nil
 	}
@@ -94,89 +127,158 @@ func Open(cfg Config) (*Outbox, error) {
 		return nil, err
 	}
 	o.store = st
+	// Oldest first, so that the count bound forgets the oldest.
+	sort.Slice(keys, func(i, j int) bool { return keys[i].at.Before(keys[j].at) })
 	now := time.Now()
+	var stale []string
 	for _, k := range keys {
-		if now.Sub(k.at) < cfg.KeyWindow {
-			o.keys.add(k.key, k.at, cfg.KeyCount)
+		if now.Sub(k.at) >= cfg.KeyWindow {
+			stale = append(stale, k.key)
+			continue
 		}
+		stale = append(stale, o.keys.add(k.key, keyRecord{at: k.at, digest: k.digest}, cfg.KeyCount)...)
+	}
+	if err := st.forget(stale); err != nil {
+		_ = st.close()
+		return nil, err
 	}
 	for _, m := range msgs {
-		e := &Entry{Message: m.msg, seq: m.seq, done: make(chan struct{})}
-		o.insert(e)
+		e := &Entry{Message: m.msg, seq: m.seq, digest: m.msg.digest(), ready: true, done: make(chan struct{})}
+		o.queue = append(o.queue, e)
+		o.bytes += e.size()
+		if e.Key != "" {
+			o.byKey[e.Key] = e
+		}
 		o.nextSeq = max(o.nextSeq, m.seq)
 	}
 	return o, nil
 }
 
-func (o *Outbox) insert(e *Entry) {
+// Added says what Add did.
+type Added struct {
+	Entry   *Entry   // the entry to wait for; nil when Settled
+	Joined  bool     // a pending entry with the same key was returned
+	Settled bool     // the key was settled within the window: nothing queued
+	Prior   error    // with Settled: the earlier outcome (nil when delivered)
+	Dropped []*Entry // pushed out under DropOldest, already completed with ErrDropped
+}
+
+// Add accepts m (keeping m.Payload: the caller must not change it).
+func (o *Outbox) Add(m Message) (Added, error) {
+	var res Added
+	d := m.digest()
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return res, ErrClosed
+	}
+	if m.Key != "" {
+		if rec, ok := o.keys.get(m.Key, time.Now(), o.cfg.KeyWindow); ok {
+			o.mu.Unlock()
+			if rec.digest != d {
+				return res, ErrConflict
+			}
+			res.Settled, res.Prior = true, rec.err
+			return res, nil
+		}
+		if pending, ok := o.byKey[m.Key]; ok {
+			o.mu.Unlock()
+			if pending.digest != d {
+				return res, ErrConflict
+			}
+			res.Entry, res.Joined = pending, true
+			return res, nil
+		}
+	}
+	victims, err := o.victims(m.size())
+	if err != nil {
+		o.mu.Unlock()
+		return res, err
+	}
+	for _, v := range victims {
+		o.unlink(v)
+		v.err = ErrDropped
+		close(v.done)
+	}
+	res.Dropped = victims
+	o.nextSeq++
+	e := &Entry{Message: m, seq: o.nextSeq, digest: d, ready: o.store == nil, done: make(chan struct{})}
 	o.queue = append(o.queue, e)
 	o.bytes += e.size()
 	if e.Key != "" {
-		o.byKey[e.Key] = e
+		o.byKey[e.Key] = e // a concurrent retry joins it even before it is on disk
 	}
-}
+	if !e.ready {
+		o.writing++
+	}
+	o.mu.Unlock()
 
-// Delivered reports whether a message with key was acknowledged within
-// the key window.
-func (o *Outbox) Delivered(key string) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.keys.has(key, time.Now(), o.cfg.KeyWindow)
-}
-
-// Remember records key as delivered (a QoS 0 message written).
-func (o *Outbox) Remember(key string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.keys.add(key, time.Now(), o.cfg.KeyCount)
-}
-
-// Add accepts m. If a message with the same key is pending, that entry is
-// returned and joined is true. dropped is the entry pushed out under
-// DropOldest (already completed with ErrDropped).
-func (o *Outbox) Add(m Message) (e *Entry, joined bool, dropped *Entry, err error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closed {
-		return nil, false, nil, ErrClosed
-	}
-	if m.Key != "" {
-		if pending, ok := o.byKey[m.Key]; ok {
-			return pending, true, nil, nil
-		}
-	}
-	for len(o.queue)+1 > o.cfg.MaxCount || o.bytes+m.size() > o.cfg.MaxBytes {
-		if o.cfg.Policy != DropOldest || dropped != nil {
-			return nil, false, dropped, ErrFull
-		}
-		victim := o.oldestQueued()
-		if victim == nil {
-			return nil, false, nil, ErrFull
-		}
-		if err := o.removeLocked(victim, ErrDropped, false); err != nil {
-			return nil, false, nil, err
-		}
-		dropped = victim
-	}
-	o.nextSeq++
-	e = &Entry{Message: m, seq: o.nextSeq, done: make(chan struct{})}
 	if o.store != nil {
-		if err := o.store.put(e.seq, &e.Message); err != nil {
-			return nil, false, dropped, err
+		drop := make([]uint64, len(victims))
+		for i, v := range victims {
+			drop[i] = v.seq
 		}
+		err := o.store.put(e.seq, &e.Message, drop)
+		o.mu.Lock()
+		o.writing--
+		if err != nil {
+			o.unlink(e)
+			e.err = err
+			close(e.done)
+			o.mu.Unlock()
+			return res, err
+		}
+		e.ready = true
+		o.signal()
+		o.mu.Unlock()
+	} else {
+		o.signal()
 	}
-	o.insert(e)
-	o.signal()
-	return e, false, dropped, nil
+	res.Entry = e
+	return res, nil
 }
 
-func (o *Outbox) oldestQueued() *Entry {
+// victims returns the oldest entries that are not in flight whose removal
+// makes room for size more bytes, or ErrFull (dropping nothing).
+func (o *Outbox) victims(size int) ([]*Entry, error) {
+	count, bytes := len(o.queue)+1, o.bytes+size
+	if count <= o.cfg.MaxCount && bytes <= o.cfg.MaxBytes {
+		return nil, nil
+	}
+	if o.cfg.Policy != DropOldest || size > o.cfg.MaxBytes {
+		return nil, ErrFull
+	}
+	var out []*Entry
 	for _, e := range o.queue {
-		if !e.inflight {
-			return e
+		if count <= o.cfg.MaxCount && bytes <= o.cfg.MaxBytes {
+			break
+		}
+		if e.inflight || !e.ready {
+			continue
+		}
+		out = append(out, e)
+		count--
+		bytes -= e.size()
+	}
+	if count > o.cfg.MaxCount || bytes > o.cfg.MaxBytes {
+		return nil, ErrFull
+	}
+	return out, nil
+}
+
+// unlink takes e out of the queue; mu must be held.
+func (o *Outbox) unlink(e *Entry) {
+	e.removed = true
+	for i, x := range o.queue {
+		if x == e {
+			o.queue = append(o.queue[:i], o.queue[i+1:]...)
+			break
 		}
 	}
-	return nil
+	o.bytes -= e.size()
+	if e.Key != "" && o.byKey[e.Key] == e {
+		delete(o.byKey, e.Key)
+	}
 }
 
 func (o *Outbox) signal() {
@@ -184,6 +286,15 @@ func (o *Outbox) signal() {
 	case o.wake <- struct{}{}:
 	default:
 	}
+}
+
+func (o *Outbox) oldestQueued() *Entry {
+	for _, e := range o.queue {
+		if !e.inflight && e.ready {
+			return e
+		}
+	}
+	return nil
 }
 
 // Next hands out the oldest entry that is not in flight, marking it in
@@ -206,74 +317,95 @@ func (o *Outbox) Next(stop <-chan struct{}) *Entry {
 	}
 }
 
+// OldestInFlight is the seq of the oldest entry in flight, 0 if none.
+func (o *Outbox) OldestInFlight() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range o.queue {
+		if e.inflight {
+			return e.seq
+		}
+	}
+	return 0
+}
+
 // Requeue puts an in-flight entry back in its place, to be sent again.
-func (o *Outbox) Requeue(e *Entry, strike bool) {
+// It returns the entry's strikes.
+func (o *Outbox) Requeue(e *Entry, strike bool) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if e.removed {
-		return
+		return e.Strikes
 	}
 	e.inflight = false
 	if strike {
 		e.Strikes++
 	}
 	o.signal()
+	return e.Strikes
 }
 
 // Ack removes an acknowledged entry, remembers its key, and completes it.
-func (o *Outbox) Ack(e *Entry) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.removeLocked(e, nil, true)
-}
+// A store error is returned after the entry was completed all the same:
+// the broker has the message; at worst the next process sends it again.
+func (o *Outbox) Ack(e *Entry) error { return o.settle(e, nil) }
 
-// Fail removes an entry and completes it with err.
-func (o *Outbox) Fail(e *Entry, err error) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.removeLocked(e, err, false)
-}
+// Fail removes an entry and completes it with err; its key is remembered
+// with err, so that a retry gets the same answer without a send.
+func (o *Outbox) Fail(e *Entry, err error) error { return o.settle(e, err) }
 
-func (o *Outbox) removeLocked(e *Entry, outcome error, delivered bool) error {
+func (o *Outbox) settle(e *Entry, outcome error) error {
+	o.mu.Lock()
 	if e.removed {
+		o.mu.Unlock()
 		return nil
 	}
+	o.unlink(e)
+	if e.Key != "" {
+		o.byKey[e.Key] = e // retries keep joining until the key is recorded
+	}
+	evicted := o.evicted
+	o.evicted = nil
+	o.mu.Unlock()
+
 	now := time.Now()
+	var serr error
 	if o.store != nil {
 		key := ""
-		if delivered {
-			key = e.Key
+		if outcome == nil {
+			key = e.Key // only deliveries are kept across a restart
 		}
-		// The message leaves and its key is remembered in one transaction:
+		// The message leaves and its key is recorded in one transaction:
 		// after a crash, either it is sent again or it is known as sent.
-		if err := o.store.remove(e.seq, key, now); err != nil {
-			return err
+		serr = o.store.remove(e.seq, key, e.digest, now, evicted)
+	}
+
+	o.mu.Lock()
+	if e.Key != "" {
+		if o.byKey[e.Key] == e {
+			delete(o.byKey, e.Key)
 		}
-	}
-	e.removed = true
-	for i, x := range o.queue {
-		if x == e {
-			o.queue = append(o.queue[:i], o.queue[i+1:]...)
-			break
-		}
-	}
-	o.bytes -= e.size()
-	if e.Key != "" && o.byKey[e.Key] == e {
-		delete(o.byKey, e.Key)
-	}
-	if delivered && e.Key != "" {
-		o.keys.add(e.Key, now, o.cfg.KeyCount)
+		o.evicted = append(o.evicted, o.keys.add(e.Key, keyRecord{at: now, digest: e.digest, err: outcome}, o.cfg.KeyCount)...)
 	}
 	e.err = outcome
 	close(e.done)
-	return nil
+	o.mu.Unlock()
+	return serr
 }
 
-// Len and Bytes describe what is waiting (queued or in flight).
+// Remember records key as delivered for m (a QoS 0 message written).
+func (o *Outbox) Remember(m Message) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.evicted = append(o.evicted, o.keys.add(m.Key, keyRecord{at: time.Now(), digest: m.digest()}, o.cfg.KeyCount)...)
+}
+
+// Len is the number of messages waiting (queued or in flight); with a
+// durable outbox, only those already on disk.
 func (o *Outbox) Len() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.queue)
+	return len(o.queue) - o.writing
 }
 
 // Bytes is the size of what is waiting.
@@ -290,8 +422,8 @@ func (o *Outbox) Durable() bool { return o.store != nil }
 // disk they stay, to be sent by the next process.
 func (o *Outbox) Close(err error) (unsent int, cerr error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.closed {
+		o.mu.Unlock()
 		return 0, nil
 	}
 	o.closed = true
@@ -302,30 +434,42 @@ func (o *Outbox) Close(err error) (unsent int, cerr error) {
 		close(e.done)
 	}
 	o.queue = nil
+	o.mu.Unlock()
 	if o.store != nil {
 		cerr = o.store.close()
 	}
 	return unsent, cerr
 }
 
-// recentKeys remembers delivered keys for a window of time and count.
-type recentKeys struct {
-	at    map[string]time.Time
-	order []string // oldest first; may hold keys already expired
+// keyRecord is a settled key: when, for which content, with what outcome.
+type keyRecord struct {
+	at     time.Time
+	digest [sha256.Size]byte
+	err    error // nil: delivered
 }
 
-func (r *recentKeys) add(key string, at time.Time, limit int) {
-	if _, ok := r.at[key]; !ok {
+// recentKeys remembers settled keys for a window of time and count.
+type recentKeys struct {
+	recs  map[string]keyRecord
+	order []string // oldest first; may hold keys already replaced
+}
+
+// add records key and returns the keys it pushed out.
+func (r *recentKeys) add(key string, rec keyRecord, limit int) []string {
+	if _, ok := r.recs[key]; !ok {
 		r.order = append(r.order, key)
 	}
-	r.at[key] = at
-	for len(r.at) > limit && len(r.order) > 0 {
-		delete(r.at, r.order[0])
+	r.recs[key] = rec
+	var out []string
+	for len(r.recs) > limit && len(r.order) > 0 {
+		delete(r.recs, r.order[0])
+		out = append(out, r.order[0])
 		r.order = r.order[1:]
 	}
+	return out
 }
 
-func (r *recentKeys) has(key string, now time.Time, window time.Duration) bool {
-	at, ok := r.at[key]
-	return ok && now.Sub(at) < window
+func (r *recentKeys) get(key string, now time.Time, window time.Duration) (keyRecord, bool) {
+	rec, ok := r.recs[key]
+	return rec, ok && now.Sub(rec.at) < window
 }

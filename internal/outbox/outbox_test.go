@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -11,14 +12,20 @@ func cfg(dir string) Config {
 	return Config{MaxCount: 3, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 2, Dir: dir}
 }
 
+func add(t *testing.T, o *Outbox, m Message) *Entry {
+	t.Helper()
+	r, err := o.Add(m)
+	require.NoError(t, err)
+	require.NotNil(t, r.Entry)
+	return r.Entry
+}
+
 func TestDurableOutboxReopens(t *testing.T) {
 	dir := t.TempDir()
 	o, err := Open(cfg(dir))
 	require.NoError(t, err)
-	a, _, _, err := o.Add(Message{Topic: "t", Payload: []byte("a"), QoS: 1, Key: "ka"})
-	require.NoError(t, err)
-	_, _, _, err = o.Add(Message{Topic: "t", Payload: []byte("b"), QoS: 2, Retain: true, Key: "kb"})
-	require.NoError(t, err)
+	a := add(t, o, Message{Topic: "t", Payload: []byte("a"), QoS: 1, Key: "ka"})
+	add(t, o, Message{Topic: "t", Payload: []byte("b"), QoS: 2, Retain: true, Key: "kb"})
 	require.Same(t, a, o.Next(nil))
 	require.NoError(t, o.Ack(a))
 	<-a.Done()
@@ -30,57 +37,110 @@ func TestDurableOutboxReopens(t *testing.T) {
 	o, err = Open(cfg(dir))
 	require.NoError(t, err)
 	defer o.Close(ErrClosed)
-	require.True(t, o.Delivered("ka"), "the acknowledged key is remembered")
-	require.False(t, o.Delivered("kb"))
+	r, err := o.Add(Message{Topic: "t", Payload: []byte("a"), QoS: 1, Key: "ka"})
+	require.NoError(t, err)
+	require.True(t, r.Settled, "the acknowledged key is remembered across the restart")
+	require.NoError(t, r.Prior)
 	require.Equal(t, 1, o.Len())
 	e := o.Next(nil)
 	require.Equal(t, Message{Topic: "t", Payload: []byte("b"), QoS: 2, Retain: true, Key: "kb"}, e.Message)
-	// A new message goes after the one that was left.
-	n, _, _, err := o.Add(Message{Topic: "t", Payload: []byte("c"), QoS: 1})
+	n := add(t, o, Message{Topic: "t", Payload: []byte("c"), QoS: 1})
+	require.Greater(t, n.Seq(), e.Seq(), "a new message goes after the one that was left")
+}
+
+func TestDurableKeysForgetTheOldestFirst(t *testing.T) {
+	dir := t.TempDir()
+	o, err := Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 10, Dir: dir})
 	require.NoError(t, err)
-	require.Greater(t, n.seq, e.seq)
+	for _, k := range []string{"z", "y", "x"} { // delivered in this order
+		e := add(t, o, Message{Topic: "t", Key: k})
+		o.Next(nil)
+		require.NoError(t, o.Ack(e))
+	}
+	_, err = o.Close(ErrClosed)
+	require.NoError(t, err)
+	// Reopened with room for two keys: "z", the oldest, goes, although it
+	// sorts last.
+	o, err = Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 2, Dir: dir})
+	require.NoError(t, err)
+	defer o.Close(ErrClosed)
+	for k, want := range map[string]bool{"z": false, "y": true, "x": true} {
+		r, err := o.Add(Message{Topic: "t", Key: k})
+		require.NoError(t, err)
+		require.Equal(t, want, r.Settled, k)
+	}
+}
+
+func TestKeyConflictsAndRememberedFailures(t *testing.T) {
+	o, err := Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 10})
+	require.NoError(t, err)
+	e := add(t, o, Message{Topic: "t", Payload: []byte("1"), Key: "k"})
+	_, err = o.Add(Message{Topic: "t", Payload: []byte("2"), Key: "k"})
+	require.ErrorIs(t, err, ErrConflict, "pending key, other content")
+	r, err := o.Add(Message{Topic: "t", Payload: []byte("1"), Key: "k"})
+	require.NoError(t, err)
+	require.True(t, r.Joined)
+	require.Same(t, e, r.Entry)
+
+	poison := errors.New("poison")
+	o.Next(nil)
+	require.NoError(t, o.Fail(e, poison))
+	r, err = o.Add(Message{Topic: "t", Payload: []byte("1"), Key: "k"})
+	require.NoError(t, err)
+	require.True(t, r.Settled)
+	require.ErrorIs(t, r.Prior, poison, "a retry gets the same failure, without a send")
+	_, err = o.Add(Message{Topic: "t", Payload: []byte("2"), Key: "k"})
+	require.ErrorIs(t, err, ErrConflict, "settled key, other content")
 }
 
 func TestDropOldestSkipsMessagesInFlight(t *testing.T) {
 	o, err := Open(Config{MaxCount: 2, MaxBytes: 1 << 20, Policy: DropOldest, KeyWindow: time.Hour, KeyCount: 10})
 	require.NoError(t, err)
-	a, _, _, _ := o.Add(Message{Topic: "a"})
-	b, _, _, _ := o.Add(Message{Topic: "b"})
+	a := add(t, o, Message{Topic: "a"})
+	b := add(t, o, Message{Topic: "b"})
 	require.Same(t, a, o.Next(nil)) // a is in flight
-	_, _, dropped, err := o.Add(Message{Topic: "c"})
+	r, err := o.Add(Message{Topic: "c"})
 	require.NoError(t, err)
-	require.Same(t, b, dropped)
+	require.Equal(t, []*Entry{b}, r.Dropped)
 	require.ErrorIs(t, b.Err(), ErrDropped)
-	// Only in-flight messages left to drop: the next one is refused.
 	require.Equal(t, "c", o.Next(nil).Topic)
-	_, _, _, err = o.Add(Message{Topic: "d"})
+	// Only in-flight messages left: the next one is refused, nothing dropped.
+	_, err = o.Add(Message{Topic: "d"})
 	require.ErrorIs(t, err, ErrFull)
+	require.Equal(t, 2, o.Len())
+}
+
+func TestDropOldestDropsNothingWhenTheMessageCannotFit(t *testing.T) {
+	o, err := Open(Config{MaxCount: 10, MaxBytes: 10, Policy: DropOldest, KeyWindow: time.Hour, KeyCount: 10})
+	require.NoError(t, err)
+	a := add(t, o, Message{Topic: "t", Payload: []byte("1234")})
+	require.Same(t, a, o.Next(nil))
+	add(t, o, Message{Topic: "t", Payload: []byte("1234")})
+	// Needs 8 bytes freed; only 5 are droppable (the other is in flight).
+	_, err = o.Add(Message{Topic: "t", Payload: []byte("1234567")})
+	require.ErrorIs(t, err, ErrFull)
+	require.Equal(t, 2, o.Len(), "nothing dropped for nothing")
 }
 
 func TestKeysAreBoundedByCountAndTime(t *testing.T) {
 	o, err := Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: 50 * time.Millisecond, KeyCount: 2})
 	require.NoError(t, err)
 	for _, k := range []string{"1", "2", "3"} {
-		o.Remember(k)
+		o.Remember(Message{Topic: "t", Key: k})
 	}
-	require.False(t, o.Delivered("1"), "beyond the count")
-	require.True(t, o.Delivered("3"))
+	settled := func(k string) bool {
+		r, err := o.Add(Message{Topic: "t", Key: k})
+		require.NoError(t, err)
+		if r.Entry != nil && !r.Joined {
+			o.Next(nil)
+			require.NoError(t, o.Fail(r.Entry, errors.New("test")))
+		}
+		return r.Settled
+	}
+	require.False(t, settled("1"), "beyond the count")
+	require.True(t, settled("3"))
 	time.Sleep(60 * time.Millisecond)
-	require.False(t, o.Delivered("3"), "beyond the window")
-}
-
-func TestJoinAndBytesLimit(t *testing.T) {
-	o, err := Open(Config{MaxCount: 10, MaxBytes: 10, KeyWindow: time.Hour, KeyCount: 10})
-	require.NoError(t, err)
-	a, joined, _, err := o.Add(Message{Topic: "t", Payload: []byte("1234"), Key: "k"})
-	require.NoError(t, err)
-	require.False(t, joined)
-	b, joined, _, err := o.Add(Message{Topic: "t", Payload: []byte("1234"), Key: "k"})
-	require.NoError(t, err)
-	require.True(t, joined)
-	require.Same(t, a, b)
-	_, _, _, err = o.Add(Message{Topic: "t", Payload: []byte("123456")})
-	require.ErrorIs(t, err, ErrFull, "over the byte limit")
+	require.False(t, settled("2"), "beyond the window")
 }
 
 func TestCorruptRecordIsRefused(t *testing.T) {

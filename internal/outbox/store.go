@@ -18,7 +18,7 @@ import (
 // after.
 var (
 	bucketMsgs = []byte("messages") // seq (8 bytes, big endian) → encoded Message
-	bucketKeys = []byte("keys")     // idempotency key → delivery time (8 bytes, unix nanoseconds)
+	bucketKeys = []byte("keys")     // idempotency key → delivery time (8 bytes, unix ns) + content digest (32 bytes)
 )
 
 type store struct{ db *bolt.DB }
@@ -29,8 +29,9 @@ type storedMsg struct {
 }
 
 type storedKey struct {
-	key string
-	at  time.Time
+	key    string
+	at     time.Time
+	digest [32]byte
 }
 
 func openStore(dir string) (*store, []storedMsg, []storedKey, error) {
@@ -63,8 +64,10 @@ func openStore(dir string) (*store, []storedMsg, []storedKey, error) {
 			return err
 		}
 		return kb.ForEach(func(k, v []byte) error {
-			if len(v) == 8 {
-				keys = append(keys, storedKey{key: string(k), at: time.Unix(0, int64(binary.BigEndian.Uint64(v)))})
+			if len(v) == 8+32 {
+				sk := storedKey{key: string(k), at: time.Unix(0, int64(binary.BigEndian.Uint64(v)))}
+				copy(sk.digest[:], v[8:])
+				keys = append(keys, sk)
 			}
 			return nil
 		})
@@ -82,25 +85,55 @@ func seqKey(seq uint64) []byte {
 	return b[:]
 }
 
-func (s *store) put(seq uint64, m *Message) error {
+// put stores message seq and deletes the messages it pushed out.
+func (s *store) put(seq uint64, m *Message, drop []uint64) error {
 	return s.db.Batch(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsgs).Put(seqKey(seq), encode(m))
+		b := tx.Bucket(bucketMsgs)
+		for _, d := range drop {
+			if err := b.Delete(seqKey(d)); err != nil {
+				return err
+			}
+		}
+		return b.Put(seqKey(seq), encode(m))
 	})
 }
 
 // remove deletes message seq and, when key is not empty, records it as
-// delivered at, in one transaction.
-func (s *store) remove(seq uint64, key string, at time.Time) error {
+// delivered at with its content digest, in one transaction; it also
+// deletes the keys the memory forgot.
+func (s *store) remove(seq uint64, key string, digest [32]byte, at time.Time, forget []string) error {
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMsgs).Delete(seqKey(seq)); err != nil {
 			return err
 		}
+		kb := tx.Bucket(bucketKeys)
+		for _, k := range forget {
+			if err := kb.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
 		if key == "" {
 			return nil
 		}
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], uint64(at.UnixNano()))
-		return tx.Bucket(bucketKeys).Put([]byte(key), v[:])
+		v := make([]byte, 8, 8+32)
+		binary.BigEndian.PutUint64(v, uint64(at.UnixNano()))
+		return kb.Put([]byte(key), append(v, digest[:]...))
+	})
+}
+
+// forget deletes keys.
+func (s *store) forget(keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		kb := tx.Bucket(bucketKeys)
+		for _, k := range keys {
+			if err := kb.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

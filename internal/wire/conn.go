@@ -160,6 +160,12 @@ func (c *Conn) sent(h Header) {
 	}
 }
 
+// SetWriteDeadline is ignored: paho sets one per packet from its write
+// timeout, which would fail a large message on a slow but live uplink. The
+// keepalive monitor judges the link by its progress instead; SendPing
+// bounds its own write on the underlying connection.
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
+
 var pingreq = []byte{PINGREQ << 4, 0}
 
 // ErrBusy is returned by SendPing when a write is in progress or a packet is

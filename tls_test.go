@@ -3,6 +3,7 @@ package steadymqtt
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -84,6 +85,7 @@ func TestTLSAgainstEmbeddedBroker(t *testing.T) {
 		name      string
 		server    *testpki.Issued
 		websocket bool
+		alpn      []string // protocols the server speaks; it then requires one
 		opts      []Option
 		want      error    // nil: connects
 		mentions  []string // in the error message
@@ -108,6 +110,8 @@ func TestTLSAgainstEmbeddedBroker(t *testing.T) {
 		{name: "pinned key matches", server: p.serverIP, opts: append([]Option{WithPinnedKeys(SPKIPin(p.serverIP.Cert))}, mtls...)},
 		{name: "pinned key differs", server: p.serverIP, opts: append([]Option{WithPinnedKeys(SPKIPin(p.serverDNS.Cert))}, mtls...),
 			want: ErrTLSPinMismatch},
+		{name: "ALPN as AWS IoT on 443 wants it", server: p.serverIP, alpn: []string{"x-amzn-mqtt-ca"},
+			opts: append([]Option{WithALPN("x-amzn-mqtt-ca")}, mtls...)},
 		{name: "no common version", server: p.serverIP, opts: append([]Option{WithMinTLSVersion(tls.VersionTLS13)}, mtls...),
 			want: ErrTLSVersion},
 	}
@@ -117,6 +121,15 @@ func TestTLSAgainstEmbeddedBroker(t *testing.T) {
 			cfg := p.serverTLS(tt.server)
 			if tt.want == ErrTLSVersion {
 				cfg.MaxVersion = tls.VersionTLS12
+			}
+			if tt.alpn != nil {
+				cfg.NextProtos = tt.alpn
+				cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+					if cs.NegotiatedProtocol == "" {
+						return errors.New("client offered no ALPN protocol")
+					}
+					return nil
+				}
 			}
 			bopts := []broker.EmbeddedOption{broker.WithTLS(cfg)}
 			if tt.websocket {
@@ -156,10 +169,15 @@ func TestPlainWebSocket(t *testing.T) {
 // certificate and takes its CN as the user name.
 func mosquittoTLS(t *testing.T, p *pki) (*broker.Process, string) {
 	t.Helper()
+	return mosquittoTLSWith(t, p, p.serverIP)
+}
+
+func mosquittoTLSWith(t *testing.T, p *pki, server *testpki.Issued) (*broker.Process, string) {
+	t.Helper()
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.crt")
 	require.NoError(t, os.WriteFile(caFile, p.ca.PEM, 0o600))
-	certFile, keyFile, err := p.serverIP.WriteFiles(dir, "server")
+	certFile, keyFile, err := server.WriteFiles(dir, "server")
 	require.NoError(t, err)
 	m := startMosquitto(t, broker.MosquittoConfig{Extra: []string{
 		"cafile " + caFile, "certfile " + certFile, "keyfile " + keyFile,
@@ -194,6 +212,25 @@ func TestTLSAgainstMosquitto(t *testing.T) {
 		require.ErrorIs(t, connectErr(t, url, WithTLSConfig(tls12), WithCA(p.ca.PEM), WithClientCert(stranger.TLS)), ErrTLSClientCertificate)
 	})
 	_ = m
+
+	// The checks that need another server certificate, each on a Mosquitto
+	// of its own.
+	mtls := []Option{WithCA(p.ca.PEM), WithClientCertFiles(p.clientCert, p.clientKey)}
+	t.Run("DNS certificate reached by IP", func(t *testing.T) {
+		leakCheck(t)
+		_, url := mosquittoTLSWith(t, p, p.serverDNS)
+		err := connectErr(t, url, mtls...)
+		require.ErrorIs(t, err, ErrTLSNameMismatch)
+		require.Contains(t, err.Error(), "broker.test")
+		require.NoError(t, connectErr(t, url, append([]Option{WithServerName("broker.test")}, mtls...)...), "server name override")
+	})
+	t.Run("expired server certificate", func(t *testing.T) {
+		leakCheck(t)
+		_, url := mosquittoTLSWith(t, p, p.expired)
+		err := connectErr(t, url, mtls...)
+		require.ErrorIs(t, err, ErrTLSExpired)
+		require.Contains(t, err.Error(), p.expired.Cert.NotAfter.UTC().Format(time.RFC3339))
+	})
 }
 
 func TestClientCertificateRotation(t *testing.T) {

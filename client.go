@@ -33,7 +33,13 @@ type Client struct {
 	live   mqtt.Client
 	// ifacePos is where the next attempt starts in the interface
 	// preference list; only the manager and its watcher touch it.
-	ifacePos atomic.Int32
+	ifacePos   atomic.Int32
+	ifaceFails int // failed attempts on ifacePos since it was chosen (manager only)
+	// failingBack is the position a fail-back is moving to, -1 if none;
+	// failbackMisses counts fail-backs to a position that failed in a row.
+	failingBack    atomic.Int32
+	failbackMu     sync.Mutex
+	failbackMisses map[int]int
 
 	lifeMu   sync.Mutex
 	started  bool
@@ -83,6 +89,8 @@ func New(opts ...Option) (*Client, error) {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	c.failingBack.Store(-1)
+	c.failbackMisses = make(map[int]int)
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
 	c.bus = bus.New[Event](cfg.eventBuffer, func(r any) {
 		c.log.Error("event subscriber panicked; it keeps receiving", zap.Any("panic", r), zap.Stack("stack"))

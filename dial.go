@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 
 	"github.com/gorilla/websocket"
 
@@ -79,7 +80,7 @@ func (c *Client) dialTCP(ctx context.Context, u *url.URL, addr string) (net.Conn
 	}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		if isTimeout(err) {
 			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 		}
 		if from != "" {
@@ -105,10 +106,16 @@ func (c *Client) dialTLS(ctx context.Context, u *url.URL, addr string) (net.Conn
 		if classified := classifyTLS(err, u.Redacted()); classified != nil {
 			return nil, classified
 		}
-		if errors.Is(err, context.DeadlineExceeded) {
+		if classified := classifyMissingCert(err, probeFrom(ctx), u.Redacted()); classified != nil {
+			return nil, classified
+		}
+		if isTimeout(err) {
 			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 		}
 		return nil, fmt.Errorf("steadymqtt: %s: TLS handshake: %w", u.Redacted(), err)
+	}
+	if p := probeFrom(ctx); p != nil {
+		p.version.Store(uint32(tc.ConnectionState().Version))
 	}
 	return tc, nil
 }
@@ -150,17 +157,25 @@ func (c *Client) dialWebSocket(ctx context.Context, u *url.URL) (net.Conn, error
 			if classified := classifyTLS(err, u.Redacted()); classified != nil {
 				return nil, classified
 			}
-			if classified := classifyCertRejection(err, probeFrom(ctx), u.Redacted()); classified != nil {
+			if classified := classifyCertRejection(err, probeFrom(ctx), u.Redacted(), false); classified != nil {
 				return nil, classified
 			}
 		}
 		if resp != nil {
 			return nil, fmt.Errorf("steadymqtt: %s: WebSocket upgrade refused: %s", u.Redacted(), resp.Status)
 		}
-		if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrConnectTimeout) {
+		if isTimeout(err) && !errors.Is(err, ErrConnectTimeout) {
 			err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 		}
 		return nil, fmt.Errorf("steadymqtt: %s: WebSocket: %w", u.Redacted(), err)
 	}
 	return wsconn.New(ws), nil
+}
+
+// isTimeout covers both ways a dial runs out of time: the context's
+// deadline, and the socket deadline the dialer derives from it.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }

@@ -195,8 +195,8 @@ func chooseInterface(src netif.Source, names []string, start int, fam Family) (c
 }
 
 // usable checks one interface and picks its source address: a global
-// address of the family if there is one, an IPv6 link-local one (with the
-// interface as zone) only when nothing else is there.
+// address of the family if there is one; with FamilyIPv6, an IPv6
+// link-local one (with the interface as zone) when nothing else is there.
 func usable(it netif.Interface, fam Family) (netip.Addr, error) {
 	switch {
 	case !it.Up:
@@ -224,10 +224,10 @@ func usable(it netif.Interface, fam Family) (netip.Addr, error) {
 		}
 		return a, nil
 	}
-	if linkLocal.IsValid() && fam != FamilyIPv4 {
-		if fam == FamilyAny {
-			return netip.Addr{}, nil
-		}
+	if linkLocal.IsValid() && fam == FamilyIPv6 {
+		// Only when IPv6 was asked for: a link-local address reaches only
+		// its link, and an interface left with nothing else (its IPv4
+		// lease gone) is not usable for a broker elsewhere.
 		return linkLocal, nil
 	}
 	return netip.Addr{}, fmt.Errorf("%w (%s)", ErrNoUsableAddress, fam)
@@ -331,14 +331,46 @@ func (c *Client) watchNetwork(ch choice, conn netConnCloser, stop <-chan struct{
 			if since[pos].IsZero() {
 				since[pos] = now
 			}
-			if now.Sub(since[pos]) >= c.cfg.failback {
+			if wait := c.failbackWait(pos); now.Sub(since[pos]) >= wait {
+				c.failingBack.Store(int32(pos))
 				c.ifacePos.Store(int32(pos))
 				_ = conn.CloseWithError(fmt.Errorf("%w: preferred interface %s usable again for %v, moving back from %s",
-					ErrNetworkChanged, best.iface, c.cfg.failback, ch.iface))
+					ErrNetworkChanged, best.iface, wait, ch.iface))
 				return
 			}
 		}
 	}
+}
+
+// failbackWait is how long the interface at pos must stay usable before
+// the client moves back to it: the fail-back period, doubled for every
+// fail-back to it that failed in a row (its link was up but its path was
+// not), so that a preferred NIC with a dead upstream does not take a
+// working connection down again and again.
+func (c *Client) failbackWait(pos int) time.Duration {
+	c.failbackMu.Lock()
+	n := c.failbackMisses[pos]
+	c.failbackMu.Unlock()
+	return c.cfg.failback << min(n, 6)
+}
+
+// failbackResult records how an attempt at pos went if it was a fail-back.
+func (c *Client) failbackResult(pos int, ok bool) {
+	if !c.failingBack.CompareAndSwap(int32(pos), -1) {
+		if ok {
+			c.failbackMu.Lock()
+			delete(c.failbackMisses, pos)
+			c.failbackMu.Unlock()
+		}
+		return
+	}
+	c.failbackMu.Lock()
+	if ok {
+		delete(c.failbackMisses, pos)
+	} else {
+		c.failbackMisses[pos]++
+	}
+	c.failbackMu.Unlock()
 }
 
 type netConnCloser interface {
@@ -359,24 +391,27 @@ func localAddrOf(conn netConnCloser) netip.Addr {
 // longer usable, or nil.
 func (c *Client) boundGone(ch choice, local netip.Addr) error {
 	if ch.iface != "" {
-		if _, err := chooseInterface(c.cfg.netSource, []string{ch.iface}, 0, c.cfg.family); err != nil {
-			var sel *SelectionError
-			if errors.As(err, &sel) && len(sel.Candidates) == 1 {
-				return fmt.Errorf("interface %s: %w", ch.iface, sel.Candidates[0].Err)
-			}
-			return err
+		now, err := chooseInterface(c.cfg.netSource, []string{ch.iface}, 0, c.cfg.family)
+		var sel *SelectionError
+		switch {
+		case errors.As(err, &sel) && len(sel.Candidates) == 1:
+			return fmt.Errorf("interface %s: %w", ch.iface, sel.Candidates[0].Err)
+		case err != nil:
+			return nil // a failed read is no evidence; try again next tick
+		case now.index != ch.index:
+			// Deleted and made again (a modem re-enumerated): the socket is
+			// bound to an index that no longer exists.
+			return fmt.Errorf("%w: interface %s was re-created (index %d, now %d)", ErrInterfaceNotFound, ch.iface, ch.index, now.index)
 		}
 	}
 	if !local.IsValid() {
 		return nil
 	}
-	ok, err := hasAddr(c.cfg.netSource, ch.iface, local)
+	// Anywhere on the host: with FamilyAny the kernel may have picked a
+	// source configured on another interface (a route's src on lo).
+	ok, err := hasAddr(c.cfg.netSource, "", local)
 	if err != nil || ok {
-		return nil // a failed read is no evidence; try again next tick
+		return nil
 	}
-	where := "the host"
-	if ch.iface != "" {
-		where = ch.iface
-	}
-	return fmt.Errorf("%w: source address %s is gone from %s", ErrNoUsableAddress, local, where)
+	return fmt.Errorf("%w: source address %s is gone from the host", ErrNoUsableAddress, local)
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -98,4 +99,30 @@ func TestSelectionErrorText(t *testing.T) {
 	require.True(t, strings.HasPrefix(msg, "steadymqtt: no usable interface or address: "), msg)
 	require.Contains(t, msg, "eth0: interface administratively down")
 	require.Contains(t, msg, "wwan0: interface has no usable address of the wanted family (IPv4)")
+}
+
+func TestFailbackWaitGrowsAfterFailedFailbacks(t *testing.T) {
+	c, err := New(WithBroker("tcp://h"), WithFailback(time.Second))
+	require.NoError(t, err)
+	require.Equal(t, time.Second, c.failbackWait(0))
+	for want := 2 * time.Second; want <= 8*time.Second; want *= 2 {
+		c.failingBack.Store(0) // the watcher moved back to position 0…
+		c.failbackResult(0, false)
+		require.Equal(t, want, c.failbackWait(0)) // …and the attempt there failed
+	}
+	c.failbackResult(1, false) // not a fail-back: no penalty
+	require.Equal(t, time.Second, c.failbackWait(1))
+	c.failbackResult(0, true) // connected there: forgiven
+	require.Equal(t, time.Second, c.failbackWait(0))
+	require.NoError(t, c.Close(t.Context()))
+}
+
+func TestLinkLocalOnlyIsNotUsableForAnyFamily(t *testing.T) {
+	src := host()
+	src.List[1].Addrs = []netip.Prefix{pfx("fe80::1/64")} // eth0 lost its IPv4 lease
+	_, err := chooseInterface(src, []string{"eth0"}, 0, FamilyAny)
+	require.ErrorIs(t, err, ErrNoUsableAddress)
+	ch, err := chooseInterface(src, []string{"eth0"}, 0, FamilyIPv6)
+	require.NoError(t, err, "asked for IPv6: the link-local address, with its zone")
+	require.Equal(t, "fe80::1%eth0", ch.addr.String())
 }

@@ -36,8 +36,12 @@ func TestMultiHomed(t *testing.T) {
 			require.NoError(t, lab.StartMosquitto())
 			spec, err := json.Marshal(lab)
 			require.NoError(t, err)
-			cmd := exec.Command("ip", "netns", "exec", lab.Client, os.Args[0],
-				"-test.run=^TestNetnsScenario$", "-test.v", "-test.count=1")
+			// Bounded, so that a hung child cannot outlive the test and leave
+			// the namespaces behind (Cleanup runs only if the test returns).
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", lab.Client, os.Args[0],
+				"-test.run=^TestNetnsScenario$", "-test.v", "-test.count=1", "-test.timeout=100s")
 			cmd.Env = append(os.Environ(), "STEADYMQTT_NETNS_SCENARIO="+scenario, "STEADYMQTT_LAB="+string(spec))
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "--- PASS: TestNetnsScenario") {
@@ -133,9 +137,9 @@ func TestNetnsScenario(t *testing.T) {
 		ip("link", "set", "dev", lab.A, "down")
 		time.Sleep(400 * time.Millisecond)
 		// Then a comes back for good (DHCP puts its route back).
+		upAt := time.Now()
 		ip("link", "set", "dev", lab.A, "up")
 		ip("route", "replace", "default", "via", lab.AGW, "dev", lab.A, "metric", "100")
-		upAt := time.Now()
 		back := rec.next(t, 5*time.Second, "back on a", onIface(lab.A))
 		waited := back.Time.Sub(upAt)
 		t.Logf("failback: back on %s %v after it came up", lab.A, waited.Round(time.Millisecond))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"sync"
 	"time"
 
@@ -129,6 +128,10 @@ func (c *Client) pahoOptions(a *attempt) *mqtt.ClientOptions {
 	return o
 }
 
+// instantRetryAfter is how long a connection must have lasted for its loss
+// to a local network change to be retried without a backoff wait.
+const instantRetryAfter = time.Second
+
 // handoffTimeout bounds how long paho may take to accept a packet for
 // writing.
 const handoffTimeout = time.Second
@@ -158,7 +161,13 @@ func (c *Client) run() {
 		}
 		if err != nil {
 			if a.choiceErr == nil && len(c.cfg.interfaces) > 0 {
-				c.ifacePos.Store(int32((a.choice.pos + 1) % len(c.cfg.interfaces))) // fail over
+				c.failbackResult(a.choice.pos, false)
+				// Fail over once every broker failed from this interface, so
+				// that each broker is tried from each interface.
+				if c.ifaceFails++; c.ifaceFails >= len(c.cfg.brokers) {
+					c.ifaceFails = 0
+					c.ifacePos.Store(int32((a.choice.pos + 1) % len(c.cfg.interfaces)))
+				}
 			}
 			delay, ok := c.nextDelay()
 			if !ok {
@@ -199,8 +208,8 @@ func (c *Client) run() {
 		// interface or address went away, or a fail-back) is not the
 		// broker's doing: the next attempt goes at once, elsewhere.
 		delay, ok := time.Duration(0), true
-		if !errors.Is(lossErr, ErrNetworkChanged) {
-			delay, ok = c.nextDelay()
+		if !errors.Is(lossErr, ErrNetworkChanged) || time.Since(upAt) < instantRetryAfter {
+			delay, ok = c.nextDelay() // a change that keeps recurring right after connecting waits like any loss
 		}
 		if !ok {
 			final = fmt.Errorf("%w: %w", ErrGaveUp, lossErr)
@@ -258,15 +267,17 @@ func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) err
 		// client's side of the handshake is done: the alert arrives
 		// where paho waits for CONNACK.
 		return classifyTLS(err, broker)
-	case isTLS(a.broker) && classifyCertRejection(err, a.probe, broker) != nil:
-		return classifyCertRejection(err, a.probe, broker)
+	case isTLS(a.broker) && classifyCertRejection(err, a.probe, broker, receivedAny(conn)) != nil:
+		return classifyCertRejection(err, a.probe, broker, receivedAny(conn))
 	case conn != nil && conn.Cause() != nil:
 		return fmt.Errorf("steadymqtt: %s: %w", broker, conn.Cause())
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case isTimeout(err):
 		return fmt.Errorf("%w: %s: no CONNACK within %v", ErrConnectTimeout, broker, c.cfg.connectTimeout)
 	}
 	return fmt.Errorf("steadymqtt: %s: MQTT handshake failed: %w", broker, err)
 }
+
+func receivedAny(conn *wire.Conn) bool { return conn != nil && conn.Stats().BytesIn > 0 }
 
 // hold runs a connection from CONNACK to its loss or to Close. The
 // keepalive monitor starts at once; the state becomes connected only once
@@ -275,6 +286,8 @@ func (c *Client) attemptError(a *attempt, tok *mqtt.ConnectToken, err error) err
 func (c *Client) hold(a *attempt, conn *wire.Conn, sessionPresent bool) (upAt time.Time, lossErr error, stopped bool) {
 	if len(c.cfg.interfaces) > 0 {
 		c.ifacePos.Store(int32(a.choice.pos)) // stay where it works
+		c.ifaceFails = 0
+		c.failbackResult(a.choice.pos, true)
 	}
 	l := &link{conn: conn, tracker: a.tracker, paho: a.paho, end: make(chan struct{})}
 	c.setLive(a.paho)

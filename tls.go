@@ -355,9 +355,24 @@ func (c *Client) tlsConfigFor(u *url.URL, probe *certProbe) (*tls.Config, error)
 		cfg.InsecureSkipVerify = true
 	}
 	if len(o.pins) > 0 {
-		pins := o.pins
+		pins, base := o.pins, cfg.VerifyConnection
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			for _, crt := range cs.PeerCertificates {
+			if base != nil { // the user's own check still runs
+				if err := base(cs); err != nil {
+					return err
+				}
+			}
+			// Only certificates of a chain that verified count: a server may
+			// send any extra certificate, the broker's own among them. With
+			// verification off, only the leaf can be held to a pin.
+			var certs []*x509.Certificate
+			for _, chain := range cs.VerifiedChains {
+				certs = append(certs, chain...)
+			}
+			if len(cs.VerifiedChains) == 0 && len(cs.PeerCertificates) > 0 {
+				certs = cs.PeerCertificates[:1]
+			}
+			for _, crt := range certs {
 				sum := sha256.Sum256(crt.RawSubjectPublicKeyInfo)
 				for _, p := range pins {
 					if sum == p {
@@ -391,31 +406,28 @@ func parseCABundle(pemData []byte) (any, error) {
 	return certs, nil
 }
 
-// watchedFile re-reads a file when its size or modification time changed
-// since the last read; parse, if not nil, turns its bytes into what is
-// cached.
+// watchedFile is read at every connection attempt and parsed again when
+// its content changed. Certificate files are small, and comparing content
+// catches what size and modification time miss (a same-size file written
+// within the file system's timestamp granularity, or copied with its time).
 type watchedFile struct {
 	path string
 
-	mu      sync.Mutex
-	size    int64
-	modTime time.Time
-	value   any
+	mu    sync.Mutex
+	sum   [sha256.Size]byte
+	value any
 }
 
 func (w *watchedFile) load(parse func([]byte) (any, error)) (any, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	fi, err := os.Stat(w.path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrTLSFiles, err)
-	}
-	if w.value != nil && fi.Size() == w.size && fi.ModTime().Equal(w.modTime) {
-		return w.value, nil
-	}
 	data, err := os.ReadFile(w.path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTLSFiles, err)
+	}
+	sum := sha256.Sum256(data)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.value != nil && sum == w.sum {
+		return w.value, nil
 	}
 	var v any = data
 	if parse != nil {
@@ -423,7 +435,7 @@ func (w *watchedFile) load(parse func([]byte) (any, error)) (any, error) {
 			return nil, fmt.Errorf("%s: %w", w.path, err)
 		}
 	}
-	w.size, w.modTime, w.value = fi.Size(), fi.ModTime(), v
+	w.sum, w.value = sum, v
 	return v, nil
 }
 
@@ -479,8 +491,9 @@ func classifyTLS(err error, broker string) error {
 // certProbe records, for one attempt, what the broker asked of the
 // client's certificate.
 type certProbe struct {
-	requested atomic.Bool // the broker sent a CertificateRequest
-	offered   atomic.Bool // and the client had a certificate to give
+	requested atomic.Bool   // the broker sent a CertificateRequest
+	offered   atomic.Bool   // and the client had a certificate to give
+	version   atomic.Uint32 // the TLS version negotiated, once the handshake is done
 }
 
 func probeFrom(ctx context.Context) *certProbe {
@@ -494,8 +507,12 @@ func probeFrom(ctx context.Context) *certProbe {
 // after a handshake in which it asked for a client certificate: that is
 // how OpenSSL-based brokers (Mosquitto) reject one over TLS 1.3, without
 // an alert. It returns nil when the failure was something else.
-func classifyCertRejection(err error, p *certProbe, broker string) error {
-	if p == nil || !p.requested.Load() {
+//
+// Only over TLS 1.3 (in TLS 1.2 the rejection comes as an alert inside the
+// handshake) and only before the broker sent anything: a reset after that
+// is an ordinary broken connection.
+func classifyCertRejection(err error, p *certProbe, broker string, receivedAny bool) error {
+	if p == nil || !p.requested.Load() || p.version.Load() != tls.VersionTLS13 || receivedAny {
 		return nil
 	}
 	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -506,6 +523,18 @@ func classifyCertRejection(err error, p *certProbe, broker string) error {
 		d = "the broker asked for a client certificate and closed the connection once it got ours: it most likely rejected it"
 	}
 	return &TLSError{Kind: ErrTLSClientCertificate, Broker: broker, Detail: d, Err: err}
+}
+
+// classifyMissingCert explains a handshake the broker aborted after asking
+// for a client certificate that the client did not have (OpenSSL sends a
+// bare "handshake failure" alert for that over TLS 1.2).
+func classifyMissingCert(err error, p *certProbe, broker string) error {
+	var op *net.OpError
+	if p == nil || !p.requested.Load() || p.offered.Load() || !errors.As(err, &op) || op.Op != "remote error" {
+		return nil
+	}
+	return &TLSError{Kind: ErrTLSClientCertificate, Broker: broker,
+		Detail: "the broker asked for a client certificate, none is configured, and it said: " + op.Err.Error(), Err: err}
 }
 
 func certNames(crt *x509.Certificate, host string) string {

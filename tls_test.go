@@ -85,7 +85,8 @@ func TestTLSAgainstEmbeddedBroker(t *testing.T) {
 		name      string
 		server    *testpki.Issued
 		websocket bool
-		alpn      []string // protocols the server speaks; it then requires one
+		alpn      []string        // protocols the server speaks; it then requires one
+		extra     *testpki.Issued // a certificate the server sends after its chain
 		opts      []Option
 		want      error    // nil: connects
 		mentions  []string // in the error message
@@ -108,6 +109,12 @@ func TestTLSAgainstEmbeddedBroker(t *testing.T) {
 		{name: "wss missing client certificate", server: p.serverIP, websocket: true, opts: []Option{WithCA(p.ca.PEM)},
 			want: ErrTLSClientCertificate},
 		{name: "pinned key matches", server: p.serverIP, opts: append([]Option{WithPinnedKeys(SPKIPin(p.serverIP.Cert))}, mtls...)},
+		{name: "a pinned key in an extra certificate does not count", server: p.serverIP, extra: p.serverDNS,
+			opts: append([]Option{WithPinnedKeys(SPKIPin(p.serverDNS.Cert))}, mtls...), want: ErrTLSPinMismatch},
+		{name: "pins keep the user's own check", server: p.serverIP,
+			opts: append([]Option{WithPinnedKeys(SPKIPin(p.serverIP.Cert)), WithTLSConfig(&tls.Config{
+				VerifyConnection: func(tls.ConnectionState) error { return ErrTLSPinMismatch },
+			})}, mtls...), want: ErrTLSPinMismatch},
 		{name: "pinned key differs", server: p.serverIP, opts: append([]Option{WithPinnedKeys(SPKIPin(p.serverDNS.Cert))}, mtls...),
 			want: ErrTLSPinMismatch},
 		{name: "ALPN as AWS IoT on 443 wants it", server: p.serverIP, alpn: []string{"x-amzn-mqtt-ca"},
@@ -121,6 +128,11 @@ func TestTLSAgainstEmbeddedBroker(t *testing.T) {
 			cfg := p.serverTLS(tt.server)
 			if tt.want == ErrTLSVersion {
 				cfg.MaxVersion = tls.VersionTLS12
+			}
+			if tt.extra != nil {
+				leaf := tt.server.TLS
+				leaf.Certificate = append(append([][]byte(nil), leaf.Certificate...), tt.extra.TLS.Certificate[0])
+				cfg.Certificates = []tls.Certificate{leaf}
 			}
 			if tt.alpn != nil {
 				cfg.NextProtos = tt.alpn
@@ -200,6 +212,11 @@ func TestTLSAgainstMosquitto(t *testing.T) {
 	t.Run("missing client certificate", func(t *testing.T) {
 		leakCheck(t)
 		require.ErrorIs(t, connectErr(t, url, WithCA(p.ca.PEM)), ErrTLSClientCertificate)
+	})
+	t.Run("missing client certificate over TLS 1.2", func(t *testing.T) {
+		leakCheck(t)
+		tls12 := &tls.Config{MaxVersion: tls.VersionTLS12}
+		require.ErrorIs(t, connectErr(t, url, WithTLSConfig(tls12), WithCA(p.ca.PEM)), ErrTLSClientCertificate)
 	})
 	t.Run("client certificate from another CA", func(t *testing.T) {
 		leakCheck(t)

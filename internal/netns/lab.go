@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,8 +59,10 @@ func Available() error {
 	return nil
 }
 
-// New builds the namespaces and links.
+// New builds the namespaces and links, after removing what a test process
+// that died (its pid is gone) left behind.
 func New(dir string) (*Lab, error) {
+	removeStale()
 	id := fmt.Sprintf("%d-%d", os.Getpid(), seq.Add(1))
 	l := &Lab{
 		Client: "smq-c-" + id, Broker: "smq-b-" + id,
@@ -98,6 +101,33 @@ func New(dir string) (*Lab, error) {
 		_ = exec.Command("ip", "netns", "exec", l.Broker, "sysctl", "-qw", "net.ipv4.conf."+key+".rp_filter=0").Run()
 	}
 	return l, nil
+}
+
+// removeStale deletes smq-* namespaces whose creating process is gone.
+func removeStale() {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		name := fields[0]
+		parts := strings.Split(name, "-")
+		if len(parts) != 4 || parts[0] != "smq" {
+			continue
+		}
+		pid, err := strconv.Atoi(parts[2])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + parts[2]); err == nil {
+			continue // still running
+		}
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	}
 }
 
 // IP runs the ip command with args.

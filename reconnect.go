@@ -150,54 +150,55 @@ func (c *Client) run() {
 	var final error
 	defer func() { c.finish(final) }()
 	for i := 0; ; i++ {
-		broker := c.cfg.brokers[i%len(c.cfg.brokers)]
-		a := c.newAttempt(broker)
-		conn, sessionPresent, err := c.connectOnce(a)
-		if c.stopping() {
-			if err == nil {
-				c.disconnect(a, conn)
-			}
-			break
-		}
-		if err != nil {
-			if a.choiceErr == nil && len(c.cfg.interfaces) > 0 {
-				c.failbackResult(a.choice.pos, false)
-				// Fail over once every broker failed from this interface, so
-				// that each broker is tried from each interface.
-				if c.ifaceFails++; c.ifaceFails >= len(c.cfg.brokers) {
-					c.ifaceFails = 0
-					c.ifacePos.Store(int32((a.choice.pos + 1) % len(c.cfg.interfaces)))
-				}
-			}
-			delay, ok := c.nextDelay()
-			if !ok {
-				final = fmt.Errorf("%w: %w", ErrGaveUp, err)
-				break
-			}
-			c.m.failed(a.epoch, err, delay)
-			if !c.sleep(delay) {
-				break
-			}
-			continue
-		}
-
-		upAt, lossErr, stopped := c.hold(a, conn, sessionPresent)
+		a := c.newAttempt(c.cfg.brokers[i%len(c.cfg.brokers)])
+		upAt, err, stopped := c.attemptAndHold(a)
 		if stopped {
-			c.disconnect(a, conn)
 			break
 		}
-		if upAt.IsZero() { // lost while its subscriptions were being restored
-			delay, ok := c.nextDelay()
-			if !ok {
-				final = fmt.Errorf("%w: %w", ErrGaveUp, lossErr)
-				break
+		delay, ok := c.delayAfter(err, upAt)
+		if upAt.IsZero() { // failed, or lost while its subscriptions were being restored
+			c.failOver(a)
+			if ok {
+				c.m.failed(a.epoch, err, delay)
 			}
-			c.m.failed(a.epoch, lossErr, delay)
-			if !c.sleep(delay) {
-				break
-			}
-			continue
+		} else {
+			c.m.lost(a.epoch, err, delay)
 		}
+		if !ok {
+			final = fmt.Errorf("%w: %w", ErrGaveUp, err)
+			break
+		}
+		if !c.sleep(delay) {
+			break
+		}
+	}
+}
+
+// attemptAndHold makes one attempt and, if it connects, holds the
+// connection until it is lost (err) or Close is called (stopped). upAt is
+// when "connected" was announced, zero if it never was.
+func (c *Client) attemptAndHold(a *attempt) (upAt time.Time, err error, stopped bool) {
+	conn, sessionPresent, err := c.connectOnce(a)
+	if c.stopping() {
+		if err == nil {
+			c.disconnect(a, conn)
+		}
+		return time.Time{}, nil, true
+	}
+	if err != nil {
+		return time.Time{}, err, false
+	}
+	upAt, err, stopped = c.hold(a, conn, sessionPresent)
+	if stopped {
+		c.disconnect(a, conn)
+	}
+	return upAt, err, stopped
+}
+
+// delayAfter is the wait before the next attempt; false when the backoff
+// gave up.
+func (c *Client) delayAfter(err error, upAt time.Time) (time.Duration, bool) {
+	if !upAt.IsZero() {
 		// Only a connection that proved stable earns a fresh backoff; a
 		// broker that kicks the client right after CONNACK must meet
 		// growing delays, not a tight loop.
@@ -206,20 +207,25 @@ func (c *Client) run() {
 		}
 		// A connection dropped because the local network changed (the
 		// interface or address went away, or a fail-back) is not the
-		// broker's doing: the next attempt goes at once, elsewhere.
-		delay, ok := time.Duration(0), true
-		if !errors.Is(lossErr, ErrNetworkChanged) || time.Since(upAt) < instantRetryAfter {
-			delay, ok = c.nextDelay() // a change that keeps recurring right after connecting waits like any loss
+		// broker's doing: the next attempt goes at once, elsewhere; unless
+		// the change keeps coming right after connecting.
+		if errors.Is(err, ErrNetworkChanged) && time.Since(upAt) >= instantRetryAfter {
+			return 0, true
 		}
-		if !ok {
-			final = fmt.Errorf("%w: %w", ErrGaveUp, lossErr)
-			c.m.lost(a.epoch, lossErr, 0)
-			break
-		}
-		c.m.lost(a.epoch, lossErr, delay)
-		if !c.sleep(delay) {
-			break
-		}
+	}
+	return c.nextDelay()
+}
+
+// failOver moves to the next interface once every broker failed from the
+// current one, so that each broker is tried from each interface.
+func (c *Client) failOver(a *attempt) {
+	if a.choiceErr != nil || len(c.cfg.interfaces) == 0 {
+		return
+	}
+	c.failbackResult(a.choice.pos, false)
+	if c.ifaceFails++; c.ifaceFails >= len(c.cfg.brokers) {
+		c.ifaceFails = 0
+		c.ifacePos.Store(int32((a.choice.pos + 1) % len(c.cfg.interfaces)))
 	}
 }
 

@@ -112,6 +112,8 @@ func TestBlackholedLinkIsDetected(t *testing.T) {
 	lost := rec.next(t, 3*time.Second, "reconnecting", to(StateReconnecting))
 	require.ErrorIs(t, lost.Err, ErrKeepaliveTimeout)
 	require.Less(t, lost.Time.Sub(start), 3*time.Second, "dead link noticed too late")
+	t.Logf("keepalive %v: degraded after %v, reconnecting after %v", ka,
+		deg.Time.Sub(start).Round(time.Millisecond), lost.Time.Sub(start).Round(time.Millisecond))
 	require.Less(t, deg.Seq, lost.Seq)
 
 	proxy.Blackhole(false)

@@ -139,7 +139,7 @@ func (c *Client) Connect(ctx context.Context) error {
 	c.lifeMu.Unlock()
 
 	for {
-		st, lastErr, changed := c.m.snapshot()
+		st, changed, lastErr := c.m.snapshot()
 		switch {
 		case st.Up():
 			return nil
@@ -152,7 +152,7 @@ func (c *Client) Connect(ctx context.Context) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			_, lastErr, _ = c.m.snapshot()
+			_, _, lastErr = c.m.snapshot()
 			if lastErr == nil {
 				return fmt.Errorf("steadymqtt: connect: %w", ctx.Err())
 			}

@@ -100,12 +100,12 @@ func (m *machine) emit(to State, err error, delay time.Duration) {
 	m.publish(ev)
 }
 
-// snapshot returns the state, the last error and a channel closed at the
-// next change of state.
-func (m *machine) snapshot() (State, error, <-chan struct{}) {
+// snapshot returns the state, a channel closed at the next change of
+// state, and the last error.
+func (m *machine) snapshot() (State, <-chan struct{}, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.state, m.lastErr, m.changed
+	return m.state, m.changed, m.lastErr
 }
 
 func (m *machine) current() State {

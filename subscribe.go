@@ -205,7 +205,7 @@ func matchTopic(filter, topic string) bool {
 		}
 		if !fMore || !tMore {
 			// "a/#" also matches "a".
-			return fMore == tMore || (tMore == false && fRest == "#")
+			return fMore == tMore || (!tMore && fRest == "#")
 		}
 		filter, topic = fRest, tRest
 	}

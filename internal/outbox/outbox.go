@@ -393,13 +393,6 @@ func (o *Outbox) settle(e *Entry, outcome error) error {
 	return serr
 }
 
-// Remember records key as delivered for m (a QoS 0 message written).
-func (o *Outbox) Remember(m Message) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.evicted = append(o.evicted, o.keys.add(m.Key, keyRecord{at: time.Now(), digest: m.digest()}, o.cfg.KeyCount)...)
-}
-
 // Len is the number of messages waiting (queued or in flight); with a
 // durable outbox, only those already on disk.
 func (o *Outbox) Len() int {

@@ -126,7 +126,9 @@ func TestKeysAreBoundedByCountAndTime(t *testing.T) {
 	o, err := Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: 50 * time.Millisecond, KeyCount: 2})
 	require.NoError(t, err)
 	for _, k := range []string{"1", "2", "3"} {
-		o.Remember(Message{Topic: "t", Key: k})
+		e := add(t, o, Message{Topic: "t", Key: k})
+		o.Next(nil)
+		require.NoError(t, o.Ack(e))
 	}
 	settled := func(k string) bool {
 		r, err := o.Add(Message{Topic: "t", Key: k})

@@ -23,6 +23,23 @@
 // moves the state to reconnecting with the error and the next delay, and the
 // manager waits that delay before the next attempt.
 //
+// # One publish
+//
+// Publish (publish.go) validates, and for QoS 1 and 2 puts the message in
+// the outbox (internal/outbox; on disk first with WithDurableOutbox). The
+// sender of the live connection hands outbox messages to paho in order, a
+// window at a time; the connection's ack tracker sees each PUBACK / PUBCOMP
+// go by, and only then does the message leave the outbox and Publish return
+// nil. A message in flight when the connection drops goes back to its
+// place and is sent on the next connection.
+//
+// # Where it leaves from
+//
+// With WithInterfaces (ipselect.go) every attempt binds to the first usable
+// interface from the current preference position, and a watcher drops the
+// connection as soon as that interface or its address goes away, or a more
+// preferred one has been usable for the fail-back period.
+//
 // # States and events
 //
 // The state machine is the only place where the state changes; every change

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/steadymqtt/steadymqtt/internal/broker"
 )
 
 // Lab is one client/broker pair of namespaces. Its fields travel to the
@@ -142,12 +144,9 @@ func IP(args ...string) error {
 // StartMosquitto runs Mosquitto in the broker namespace, logging every
 // connection with its source address.
 func (l *Lab) StartMosquitto() error {
-	bin := "/usr/sbin/mosquitto"
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		bin = p
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("mosquitto not installed (apt-get install -y mosquitto): %w", err)
+	bin, err := broker.Look("mosquitto")
+	if err != nil {
+		return err
 	}
 	l.MosquittoLog = filepath.Join(l.Dir, "mosquitto.log")
 	conf := filepath.Join(l.Dir, "mosquitto.conf")

@@ -335,6 +335,9 @@ func (c *Client) send(l *link) {
 		case <-l.end:
 			return
 		}
+		if l.closing() { // select picks at random when both are ready
+			return
+		}
 		e := c.outbox.Next(l.end)
 		if e == nil {
 			return
@@ -449,8 +452,9 @@ func (l *link) closing() bool {
 // brokerClosed reports whether the connection ended by the broker's doing
 // (EOF or reset), as opposed to ours (keepalive, Close).
 func brokerClosed(conn *wire.Conn) bool {
-	err := conn.ReadErr()
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+	err := conn.IOErr()
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // flush waits until the outbox is empty, the connection ends, or ctx ends.

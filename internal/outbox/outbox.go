@@ -298,9 +298,16 @@ func (o *Outbox) oldestQueued() *Entry {
 }
 
 // Next hands out the oldest entry that is not in flight, marking it in
-// flight; it waits until there is one or stop is closed (then nil).
+// flight; it waits until there is one or stop is closed (then nil). A
+// closed stop wins over a waiting entry: a connection that ended must not
+// take back what its end just put back.
 func (o *Outbox) Next(stop <-chan struct{}) *Entry {
 	for {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
 		o.mu.Lock()
 		if e := o.oldestQueued(); e != nil && !o.closed {
 			e.inflight = true

@@ -153,3 +153,12 @@ func TestCorruptRecordIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, m, back)
 }
+
+func TestNextPrefersStop(t *testing.T) {
+	o, err := Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 10})
+	require.NoError(t, err)
+	add(t, o, Message{Topic: "t"})
+	stop := make(chan struct{})
+	close(stop)
+	require.Nil(t, o.Next(stop), "a closed stop wins over a waiting entry")
+}

@@ -56,7 +56,7 @@ type Conn struct {
 	done      chan struct{}
 	causeMu   sync.Mutex
 	cause     error
-	readErr   error // the first error Read returned
+	ioErr     error // the first error Read or Write returned
 }
 
 // NewConn wraps c. hook, if not nil, is called for every complete packet in
@@ -82,8 +82,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	if err != nil {
 		c.causeMu.Lock()
-		if c.readErr == nil {
-			c.readErr = err
+		if c.ioErr == nil {
+			c.ioErr = err
 		}
 		// paho ignores "use of closed network connection" on the reading
 		// side, taking it for its own teardown, and would only notice the
@@ -96,12 +96,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadErr is the first error a Read returned (io.EOF when the broker closed
-// the connection), or nil.
-func (c *Conn) ReadErr() error {
+// IOErr is the first error a Read or Write returned (io.EOF, a reset or a
+// broken pipe when the broker closed the connection), or nil. When the
+// broker hangs up while the client writes, the write fails first, and the
+// read that follows only sees the socket paho closed.
+func (c *Conn) IOErr() error {
 	c.causeMu.Lock()
 	defer c.causeMu.Unlock()
-	return c.readErr
+	return c.ioErr
 }
 
 func (c *Conn) received(h Header) {
@@ -143,6 +145,11 @@ func (c *Conn) write(p []byte) (int, error) {
 			c.wp.Feed(p[:n], c.sent)
 		}
 		if err != nil {
+			c.causeMu.Lock()
+			if c.ioErr == nil {
+				c.ioErr = err
+			}
+			c.causeMu.Unlock()
 			return total, err
 		}
 		p = p[n:]

@@ -135,16 +135,30 @@ func (c *Conn) write(p []byte) (int, error) {
 	total := 0
 	for len(p) > 0 {
 		k := min(len(p), writeChunk)
+		// A broker on the same host answers a PINGREQ before Write returns:
+		// the ping must be on record before its bytes leave, or its
+		// PINGRESP finds nothing to clear and the record stays for ever.
+		recorded := c.recordPings(p[:k])
 		n, err := c.Conn.Write(p[:k])
+		pings := 0
 		if n > 0 {
 			if total > 0 {
 				c.lastAlive.Store(mono())
 			}
 			total += n
 			c.bytesOut.Add(uint64(n))
-			c.wp.Feed(p[:n], c.sent)
+			c.wp.Feed(p[:n], func(h Header) {
+				if h.Type == PINGREQ {
+					pings++
+				}
+				c.sent(h)
+			})
 		}
 		if err != nil {
+			if recorded != 0 && pings == 0 {
+				// The PINGREQ never left: no answer is coming for it.
+				c.pingSent.CompareAndSwap(recorded, 0)
+			}
 			c.causeMu.Lock()
 			if c.ioErr == nil {
 				c.ioErr = err
@@ -157,11 +171,26 @@ func (c *Conn) write(p []byte) (int, error) {
 	return total, nil
 }
 
+// recordPings marks a PINGREQ that chunk completes as outstanding, unless
+// one already is, and returns the mark it set (0 if none). It reads the
+// chunk with a copy of the write parser, so the real parser still sees
+// only what was written.
+func (c *Conn) recordPings(chunk []byte) int64 {
+	peek := c.wp
+	var mark int64
+	peek.Feed(chunk, func(h Header) {
+		if h.Type == PINGREQ && mark == 0 {
+			now := mono()
+			if c.pingSent.CompareAndSwap(0, now) {
+				mark = now
+			}
+		}
+	})
+	return mark
+}
+
 func (c *Conn) sent(h Header) {
 	c.packetsOut.Add(1)
-	if h.Type == PINGREQ {
-		c.pingSent.CompareAndSwap(0, mono())
-	}
 	if c.hook != nil {
 		c.hook(Sent, h)
 	}

@@ -11,7 +11,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/steadymqtt/steadymqtt"
-	"github.com/steadymqtt/steadymqtt/internal/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
 )
 
 // The benchmarks put steadymqtt and raw paho side by side in one run,

@@ -13,8 +13,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
 
-	"github.com/steadymqtt/steadymqtt/internal/broker"
-	"github.com/steadymqtt/steadymqtt/internal/netproxy"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/netproxy"
 )
 
 // publishTap reassembles what a client sends through the proxy and counts

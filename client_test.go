@@ -16,8 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/steadymqtt/steadymqtt/internal/broker"
-	"github.com/steadymqtt/steadymqtt/internal/netproxy"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/netproxy"
 )
 
 // A constant backoff makes the Delay of each event known in advance.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/steadymqtt/steadymqtt"
-	"github.com/steadymqtt/steadymqtt/internal/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
 )
 
 // brokerURL is the broker of the examples: an embedded one started for the

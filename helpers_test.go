@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/steadymqtt/steadymqtt/internal/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
 )
 
 // leakCheck must be the first call of a test: cleanups run last-in

@@ -14,8 +14,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
 
-	"github.com/steadymqtt/steadymqtt/internal/broker"
-	"github.com/steadymqtt/steadymqtt/internal/netns"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/netns"
 )
 
 // The multi-homed tests build a client and a broker namespace

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/steadymqtt/steadymqtt/internal/broker"
-	"github.com/steadymqtt/steadymqtt/internal/netproxy"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/netproxy"
 )
 
 // collector subscribes a second client and keeps what it receives.

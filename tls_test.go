@@ -14,8 +14,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
 
-	"github.com/steadymqtt/steadymqtt/internal/broker"
-	"github.com/steadymqtt/steadymqtt/internal/testpki"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/testpki"
 )
 
 // pki is what the TLS tests share: a CA the brokers use, another CA nobody

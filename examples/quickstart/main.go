@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/steadymqtt/steadymqtt"
-	"github.com/steadymqtt/steadymqtt/internal/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
 )
 
 func main() {

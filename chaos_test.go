@@ -13,6 +13,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
 
+	"github.com/steadymqtt/steadymqtt/internal/keyenvelope"
 	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
 	"github.com/steadymqtt/steadymqtt/internal/testsupport/netproxy"
 )
@@ -48,7 +49,7 @@ func (p *publishTap) feed(conn int, b []byte) {
 			if (hdr>>1)&3 > 0 {
 				off += 2 // packet identifier
 			}
-			if key, _, ok := Open(body[off:]); ok {
+			if key, _, ok := keyenvelope.Open(body[off:]); ok {
 				if p.counts[conn] == nil {
 					p.counts[conn] = map[string]int{}
 				}
@@ -75,10 +76,17 @@ func TestTenThousandKeysThroughBrokerRestarts(t *testing.T) {
 	// subscriber is reconnecting.
 	var mu sync.Mutex
 	raw, once := map[string]int{}, map[string]int{}
-	dedupe := DedupeHandler(total, func(m Message) { mu.Lock(); once[string(m.Payload)]++; mu.Unlock() })
+	seen := keyenvelope.NewDedupe(total)
+	dedupe := func(m Message) {
+		if body, ok := seen.Pass(m.Payload); ok {
+			mu.Lock()
+			once[string(body)]++
+			mu.Unlock()
+		}
+	}
 	sub := newClient(t, WithBroker(m.URL()), WithClientID("chaos-sub"), WithCleanSession(false), fast, WithHandlerBacklog(2*total))
 	require.NoError(t, sub.Subscribe(t.Context(), "chaos/t", 1, func(msg Message) {
-		if key, _, ok := Open(msg.Payload); ok {
+		if key, _, ok := keyenvelope.Open(msg.Payload); ok {
 			mu.Lock()
 			raw[key]++
 			mu.Unlock()

@@ -5,14 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/zap"
 
 	"github.com/steadymqtt/steadymqtt/internal/bus"
+	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/engine/paho311"
+	"github.com/steadymqtt/steadymqtt/internal/manager"
+	"github.com/steadymqtt/steadymqtt/internal/netpick"
 	"github.com/steadymqtt/steadymqtt/internal/outbox"
+	"github.com/steadymqtt/steadymqtt/internal/sender"
+	"github.com/steadymqtt/steadymqtt/internal/subs"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
 // Client keeps one MQTT connection alive. It is safe for concurrent use.
@@ -24,29 +29,19 @@ type Client struct {
 	log    *zap.Logger
 	m      *machine
 	bus    *bus.Bus[Event]
-	subs   *registry
+	subs   *subs.Registry
 	outbox *outbox.Outbox
+	sender *sender.Sender
+	picker *netpick.Picker
 	stats  counters
 
-	// live is the paho client of the connection that is up, nil when none.
 	liveMu sync.Mutex
-	live   mqtt.Client
-	// ifacePos is where the next attempt starts in the interface
-	// preference list; only the manager and its watcher touch it.
-	ifacePos   atomic.Int32
-	ifaceFails int // failed attempts on ifacePos since it was chosen (manager only)
-	// failingBack is the position a fail-back is moving to, -1 if none;
-	// failbackMisses counts fail-backs to a position that failed in a row.
-	failingBack    atomic.Int32
-	failbackMu     sync.Mutex
-	failbackMisses map[int]int
+	live   engine.Session // the session that is up, nil when none
 
 	lifeMu   sync.Mutex
 	started  bool
 	closed   bool
 	stop     chan struct{} // closed by Close
-	stopCtx  context.Context
-	cancel   context.CancelFunc
 	done     chan struct{} // closed when the manager has returned
 	closeCtx context.Context
 	unsent   int // set before done is closed
@@ -84,32 +79,24 @@ func New(opts ...Option) (*Client, error) {
 	c := &Client{
 		cfg:    cfg,
 		log:    cfg.logger.With(zap.String("client_id", cfg.clientID)),
-		subs:   newRegistry(),
 		outbox: ob,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	c.failingBack.Store(-1)
-	c.failbackMisses = make(map[int]int)
-	c.stopCtx, c.cancel = context.WithCancel(context.Background())
+	if cfg.tls.Insecure {
+		c.log.Warn("TLS certificate verification is OFF (WithInsecureSkipVerify): the broker is not authenticated")
+	}
 	c.bus = bus.New[Event](cfg.eventBuffer, func(r any) {
 		c.log.Error("event subscriber panicked; it keeps receiving", zap.Any("panic", r), zap.Stack("stack"))
 	})
 	c.m = newMachine(c.bus.Publish)
+	c.subs = subs.New(c.subsConfig())
+	c.sender = sender.New(c.senderConfig())
+	c.picker = netpick.New(netpick.Config{
+		Interfaces: cfg.interfaces, Family: cfg.family, Failback: cfg.failback, SourceIP: cfg.sourceIP,
+		Brokers: len(cfg.brokers), Host: cfg.netSource, Clock: cfg.clock,
+	})
 	return c, nil
-}
-
-func (c *Client) setLive(p mqtt.Client) {
-	c.liveMu.Lock()
-	c.live = p
-	c.liveMu.Unlock()
-}
-
-// livePaho returns the paho client of the live connection, or nil.
-func (c *Client) livePaho() mqtt.Client {
-	c.liveMu.Lock()
-	defer c.liveMu.Unlock()
-	return c.live
 }
 
 // ClientID returns the MQTT client identifier in use.
@@ -134,7 +121,8 @@ func (c *Client) Connect(ctx context.Context) error {
 		// never hold up a state change or a Health call.
 		c.bus.Subscribe(c.logEvent, nil)
 		c.m.begin()
-		go c.run()
+		mgr := manager.New(c.managerConfig(), c.managerHooks(), c.stop)
+		go func() { c.finish(mgr.Run()) }()
 	}
 	c.lifeMu.Unlock()
 
@@ -161,12 +149,15 @@ func (c *Client) Connect(ctx context.Context) error {
 	}
 }
 
-// Close stops the client: it refuses new work (ErrClosed), sends DISCONNECT
-// if connected, delivers the final StateClosed event to subscribers (giving
-// them at most 2 s), and stops every goroutine it started. It waits for all
-// that until ctx ends, and returns ctx's error if it had to stop waiting;
-// the shutdown still completes in the background. Calling it again is
-// harmless. It may be called from an event callback.
+// Close stops the client: it refuses new work (ErrClosed), sends what the
+// outbox holds while ctx allows (5 s when ctx has no deadline), sends
+// DISCONNECT if connected, delivers the final StateClosed event to
+// subscribers (giving them at most 2 s), and stops every goroutine it
+// started. It waits for all that until ctx ends, and returns ctx's error if
+// it had to stop waiting; the shutdown still completes in the background.
+// Messages left in the outbox are reported as an error wrapping
+// ErrNotDelivered. Calling it again is harmless. It may be called from an
+// event callback.
 func (c *Client) Close(ctx context.Context) error {
 	c.lifeMu.Lock()
 	first := !c.closed
@@ -179,7 +170,6 @@ func (c *Client) Close(ctx context.Context) error {
 
 	if first {
 		close(c.stop)
-		c.cancel()
 		if !started {
 			go c.finish(nil)
 		}
@@ -217,7 +207,7 @@ func (c *Client) finish(final error) {
 		c.log.Error("closing the durable outbox", zap.Error(err))
 	}
 	c.unsent = unsent
-	c.subs.stop(drainTimeout)
+	c.subs.Stop(drainTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	if err := c.bus.Close(ctx); err != nil {
 		c.log.Warn("event subscribers still busy at close; their pending events were dropped", zap.Error(err))
@@ -232,6 +222,83 @@ func (c *Client) isClosed() bool {
 	return c.closed
 }
 
+// liveSession is the session of the connection that is up, or nil.
+func (c *Client) liveSession() engine.Session {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	return c.live
+}
+
+// managerConfig and managerHooks wire the connection manager to the
+// client's stages: the manager decides when, the client's state machine
+// says what it means.
+func (c *Client) managerConfig() manager.Config {
+	cfg := c.cfg
+	return manager.Config{
+		Brokers: cfg.brokers, ClientID: cfg.clientID, Username: cfg.username, Password: cfg.password,
+		CleanSession: cfg.cleanSession, Will: cfg.will,
+		KeepAlive: cfg.keepAlive, DegradedRTT: cfg.degradedRTT,
+		ConnectTimeout: cfg.connectTimeout, StableAfter: cfg.stableAfter, Backoff: cfg.backoff,
+		TLS: &cfg.tls, SourceIP: cfg.sourceIP, Picker: c.picker,
+		Engine: paho311.Engine{}, Clock: cfg.clock, OnMessage: c.subs.Route,
+	}
+}
+
+func (c *Client) managerHooks() manager.Hooks {
+	return manager.Hooks{
+		Attempt: c.m.newAttempt,
+		Failed:  c.m.failed,
+		Up:      func(epoch uint64, conn *wire.Conn) { c.m.up(epoch, conn) },
+		Lost:    c.m.lost,
+		Degrade: c.m.degrade,
+		Live: func(s engine.Session) {
+			c.liveMu.Lock()
+			c.live = s
+			c.liveMu.Unlock()
+		},
+		Restore: c.subs.Sync,
+		Serve:   c.sender.Run,
+		Flush:   c.sender.Flush,
+		CloseContext: func() context.Context {
+			c.lifeMu.Lock()
+			defer c.lifeMu.Unlock()
+			return c.closeCtx
+		},
+	}
+}
+
+func (c *Client) subsConfig() subs.Config {
+	return subs.Config{
+		Backlog: c.cfg.handlerBacklog, RestoreTimeout: c.cfg.connectTimeout,
+		Received: func() { c.stats.received.Add(1) },
+		Unrouted: func() { c.stats.unrouted.Add(1) },
+		Overflow: func(filter, topicName string) {
+			c.stats.handlerDrops.Add(1)
+			c.m.notice(KindHandlerOverflow, fmt.Errorf("steadymqtt: handler of %q is %d messages behind; message dropped",
+				filter, c.cfg.handlerBacklog), topicName, "")
+		},
+		Panicked: func(filter string, r any) {
+			c.log.Error("message handler panicked; the subscription goes on", zap.String("filter", filter), zap.Any("panic", r))
+		},
+		Warn: func(msg string, filters []string, err error) {
+			c.log.Warn(msg, zap.Strings("filters", filters), zap.Error(err))
+		},
+	}
+}
+
+func (c *Client) senderConfig() sender.Config {
+	return sender.Config{
+		Outbox: c.outbox, InFlight: c.cfg.inFlight, PoisonAfter: c.cfg.poisonAfter,
+		Acked:       func(qos byte) { c.stats.acknowledged[qos].Add(1) },
+		Redelivered: func() { c.stats.redelivered.Add(1) },
+		Poisoned: func(e *outbox.Entry, err error) {
+			c.stats.dropped[e.QoS].Add(1)
+			c.m.notice(KindPoisonMessage, err, e.Topic, e.Key)
+		},
+		StoreFailed: func(what string, err error) { c.log.Error("durable outbox: "+what, zap.Error(err)) },
+	}
+}
+
 func (c *Client) logEvent(ev Event, dropped int, _ <-chan struct{}) bool {
 	fields := []zap.Field{
 		zap.Stringer("from", ev.From), zap.Stringer("to", ev.To),
@@ -242,6 +309,9 @@ func (c *Client) logEvent(ev Event, dropped int, _ <-chan struct{}) bool {
 	}
 	if ev.Delay > 0 {
 		fields = append(fields, zap.Duration("next_attempt_in", ev.Delay))
+	}
+	if ev.Kind != KindState {
+		fields = append(fields, zap.Stringer("kind", ev.Kind), zap.String("topic", ev.Topic))
 	}
 	if ev.Err != nil {
 		c.log.Warn("mqtt connection", append(fields, zap.Error(ev.Err))...)

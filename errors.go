@@ -1,104 +1,142 @@
 package steadymqtt
 
 import (
-	"errors"
-	"fmt"
+	"github.com/steadymqtt/steadymqtt/internal/errs"
 )
 
-// Errors that callers can match with errors.Is.
+// Every error the client returns, in one place. Match them with errors.Is;
+// the error types with errors.As (var e *steadymqtt.TLSError).
 var (
 	// ErrClosed is returned by calls made after Close.
-	ErrClosed = errors.New("steadymqtt: client closed")
+	ErrClosed = errs.Closed
 	// ErrNotConnected is returned when an operation needs a live connection
-	// and the client has none.
-	ErrNotConnected = errors.New("steadymqtt: not connected")
-	// ErrOutboxFull is returned when a publish cannot be queued because the
-	// outbox is at its limit.
-	ErrOutboxFull = errors.New("steadymqtt: outbox full")
+	// and the client has none (a QoS 0 publish while offline).
+	ErrNotConnected = errs.NotConnected
+	// ErrInvalidOption is wrapped by every error New returns for a bad
+	// option, and by Publish and Subscribe for a bad argument.
+	ErrInvalidOption = errs.InvalidOption
 	// ErrInvalidTopic is returned for a topic or filter that MQTT forbids.
-	ErrInvalidTopic = errors.New("steadymqtt: invalid topic")
-	// ErrNotAuthorized matches CONNACK refusals 4 (bad user name or
-	// password) and 5 (not authorized).
-	ErrNotAuthorized = errors.New("steadymqtt: not authorized")
-
-	// ErrInvalidOption is wrapped by every error New returns for a bad option.
-	ErrInvalidOption = errors.New("steadymqtt: invalid option")
-
-	// ErrRefused matches every CONNACK refusal; the more precise errors
-	// below match the individual return codes.
-	ErrRefused = errors.New("steadymqtt: connection refused by broker")
-	// ErrBadProtocolVersion is CONNACK return code 1.
-	ErrBadProtocolVersion = errors.New("steadymqtt: broker refused the protocol version")
-	// ErrIdentifierRejected is CONNACK return code 2: the client ID is not
-	// allowed (too long, bad characters, or empty with a persistent session).
-	ErrIdentifierRejected = errors.New("steadymqtt: broker rejected the client identifier")
-	// ErrServerUnavailable is CONNACK return code 3.
-	ErrServerUnavailable = errors.New("steadymqtt: broker unavailable")
-	// ErrBadCredentials is CONNACK return code 4; it also matches
-	// ErrNotAuthorized.
-	ErrBadCredentials = errors.New("steadymqtt: bad user name or password")
-
-	// ErrKeepaliveTimeout is the cause of a loss detected by the client:
-	// nothing came from the broker, not even a PINGRESP, for a keepalive
-	// period.
-	ErrKeepaliveTimeout = errors.New("steadymqtt: keepalive timeout")
-	// ErrDegraded is the reason given when the client enters
-	// StateDegraded: a keepalive answer is overdue or slow.
-	ErrDegraded = errors.New("steadymqtt: link degraded")
-	// ErrConnectTimeout is an attempt that did not finish within the
-	// connect timeout.
-	ErrConnectTimeout = errors.New("steadymqtt: connect timeout")
-	// ErrGaveUp is the final error when the configured backoff returned
-	// backoff.Stop: the client stops trying and closes.
-	ErrGaveUp = errors.New("steadymqtt: gave up reconnecting")
+	ErrInvalidTopic = errs.InvalidTopic
 )
 
-// ConnectRefusedError is a CONNACK with a non-zero return code.
-type ConnectRefusedError struct {
-	Code   byte
-	Broker string // redacted URL
-}
+// Connection refusals: a *ConnectRefusedError matches ErrRefused and the
+// sentinel of its return code.
+var (
+	// ErrRefused matches every CONNACK refusal.
+	ErrRefused = errs.Refused
+	// ErrNotAuthorized matches CONNACK refusals 4 (bad user name or
+	// password) and 5 (not authorized).
+	ErrNotAuthorized = errs.NotAuthorized
+	// ErrBadProtocolVersion is CONNACK return code 1.
+	ErrBadProtocolVersion = errs.BadProtocolVersion
+	// ErrIdentifierRejected is CONNACK return code 2: the client ID is not
+	// allowed (too long, bad characters, or empty with a persistent session).
+	ErrIdentifierRejected = errs.IdentifierRejected
+	// ErrServerUnavailable is CONNACK return code 3.
+	ErrServerUnavailable = errs.ServerUnavailable
+	// ErrBadCredentials is CONNACK return code 4; it also matches
+	// ErrNotAuthorized.
+	ErrBadCredentials = errs.BadCredentials
+)
 
-func (e *ConnectRefusedError) Error() string {
-	return fmt.Sprintf("steadymqtt: %s refused the connection: %s (CONNACK code %d)",
-		e.Broker, refusalText(e.Code), e.Code)
-}
+// Connection health and the retry loop.
+var (
+	// ErrKeepaliveTimeout is the cause of a loss detected by the client:
+	// nothing came from the broker, not even a PINGRESP, in time.
+	ErrKeepaliveTimeout = errs.KeepaliveTimeout
+	// ErrDegraded is the reason given when the client enters
+	// StateDegraded: a keepalive answer is overdue or slow.
+	ErrDegraded = errs.Degraded
+	// ErrConnectTimeout is an attempt that did not finish within the
+	// connect timeout.
+	ErrConnectTimeout = errs.ConnectTimeout
+	// ErrGaveUp is the final error when the configured backoff returned
+	// backoff.Stop: the client stops trying and closes.
+	ErrGaveUp = errs.GaveUp
+)
 
-// Is lets errors.Is match the sentinel of the return code and ErrRefused.
-func (e *ConnectRefusedError) Is(target error) bool {
-	switch target {
-	case ErrRefused:
-		return true
-	case ErrBadProtocolVersion:
-		return e.Code == 1
-	case ErrIdentifierRejected:
-		return e.Code == 2
-	case ErrServerUnavailable:
-		return e.Code == 3
-	case ErrBadCredentials:
-		return e.Code == 4
-	case ErrNotAuthorized:
-		return e.Code == 4 || e.Code == 5
-	}
-	return false
-}
+// Publish outcomes.
+var (
+	// ErrOutboxFull is returned when a publish cannot be queued because the
+	// outbox is at its limit.
+	ErrOutboxFull = errs.OutboxFull
+	// ErrDropped: the message was pushed out of a full outbox by a newer
+	// one (WithDropOldest).
+	ErrDropped = errs.Dropped
+	// ErrPoisonMessage: the broker closed the connection right after this
+	// message each time it was sent (a broker that cannot take its QoS, a
+	// payload over its limit, an ACL that disconnects); it was taken out of
+	// the outbox so the connection can settle.
+	ErrPoisonMessage = errs.PoisonMessage
+	// ErrIdempotencyConflict: the idempotency key was used, pending or
+	// within the window, for a message with another topic, payload, QoS or
+	// retain flag. Nothing was sent.
+	ErrIdempotencyConflict = errs.IdempotencyConflict
+	// ErrNotDelivered is reported by Close for what the outbox still held,
+	// and by a Publish whose message was still waiting when the client closed.
+	ErrNotDelivered = errs.NotDelivered
+)
 
-func refusalText(code byte) string {
-	switch code {
-	case 1:
-		return "unacceptable protocol version"
-	case 2:
-		return "identifier rejected"
-	case 3:
-		return "server unavailable"
-	case 4:
-		return "bad user name or password"
-	case 5:
-		return "not authorized"
-	}
-	return "unknown return code"
-}
+// Interface and source-address selection; a *SelectionError matches the
+// errors of its candidates, a dial failure on the source side matches one
+// of ErrAddressNotAssignable, ErrNoRoute and ErrInterfaceNotFound.
+var (
+	ErrInterfaceNotFound    = errs.InterfaceNotFound
+	ErrInterfaceDown        = errs.InterfaceDown
+	ErrNoCarrier            = errs.NoCarrier
+	ErrNoUsableAddress      = errs.NoUsableAddress
+	ErrAddressNotAssignable = errs.AddressNotAssignable
+	ErrNoRoute              = errs.NoRoute
+	// ErrNetworkChanged is the cause of a connection the client dropped
+	// because its interface or address went away, or to fail back to a
+	// preferred interface. The next attempt starts without a backoff wait.
+	ErrNetworkChanged = errs.NetworkChanged
+)
+
+// TLS handshake failures. The error that carries one of them is a
+// *TLSError whose message says what was found (the certificate's names,
+// its dates).
+var (
+	// ErrTLSUnknownAuthority: the broker's certificate does not chain to a
+	// trusted CA (wrong or missing CA bundle).
+	ErrTLSUnknownAuthority = errs.TLSUnknownAuthority
+	// ErrTLSNameMismatch: the certificate is valid but not for the host
+	// name or IP address the client dialled (a broker reached by IP whose
+	// certificate has no IP SAN; see WithServerName).
+	ErrTLSNameMismatch = errs.TLSNameMismatch
+	// ErrTLSExpired: the broker's certificate is past its NotAfter date.
+	ErrTLSExpired = errs.TLSExpired
+	// ErrTLSNotYetValid: the broker's certificate is before its NotBefore
+	// date (often a gateway whose clock has not been set yet).
+	ErrTLSNotYetValid = errs.TLSNotYetValid
+	// ErrTLSClientCertificate: the broker required a client certificate and
+	// got none, or rejected the one it got.
+	ErrTLSClientCertificate = errs.TLSClientCertificate
+	// ErrTLSVersion: client and broker have no TLS version in common.
+	ErrTLSVersion = errs.TLSVersion
+	// ErrTLSPinMismatch: no certificate of the chain has a pinned key.
+	ErrTLSPinMismatch = errs.TLSPinMismatch
+	// ErrTLSFiles: a CA bundle or client certificate file could not be read
+	// or parsed.
+	ErrTLSFiles = errs.TLSFiles
+)
+
+// ConnectRefusedError is a CONNACK with a non-zero return code (Code) from
+// Broker (redacted URL).
+type ConnectRefusedError = errs.ConnectRefusedError
+
+// TLSError is a classified TLS failure: Kind is one of the ErrTLS…
+// values, Detail says what was found, Err is the crypto error.
+type TLSError = errs.TLSError
+
+// SelectionError says why no interface or address could be used, with
+// every Candidate considered.
+type SelectionError = errs.SelectionError
+
+// Candidate is one interface or address considered for an attempt and, if
+// it was rejected, why (Err).
+type Candidate = errs.Candidate
 
 func optionError(name, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, name, fmt.Sprintf(format, args...))
+	return errs.Option(name, format, args...)
 }

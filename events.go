@@ -62,15 +62,30 @@ type Event struct {
 	Key   string    // the message's idempotency key, for message events
 }
 
-// OnStateChange calls fn with every event, in order, on a goroutine of its
-// own for this subscriber: a slow fn delays nobody else, and if it lags the
-// oldest pending events are coalesced (Event.Dropped) so that it always gets
-// the latest. A panic in fn is recovered and logged; fn keeps receiving.
+// OnStateChange calls fn with every change of state and every failed
+// attempt (Kind == KindState), in order, on a goroutine of its own for this
+// subscriber: a slow fn delays nobody else, and if it lags the oldest
+// pending events are coalesced (Event.Dropped) so that it always gets the
+// latest. A panic in fn is recovered and logged; fn keeps receiving.
 // cancel stops the deliveries; it does not wait for a call in progress and
-// may be called from fn.
+// may be called from fn. Message events (dropped, poison, handler
+// overflow) go to OnEvent and Watch.
 //
 // Subscribe before Connect to see every event.
 func (c *Client) OnStateChange(fn func(Event)) (cancel func()) {
+	return c.subscribeEvents(func(ev Event) {
+		if ev.Kind == KindState {
+			fn(ev)
+		}
+	})
+}
+
+// OnEvent is OnStateChange for events of every kind: state changes and
+// failed attempts, and the messages the client could not deliver
+// (KindMessageDropped, KindPoisonMessage, KindHandlerOverflow).
+func (c *Client) OnEvent(fn func(Event)) (cancel func()) { return c.subscribeEvents(fn) }
+
+func (c *Client) subscribeEvents(fn func(Event)) (cancel func()) {
 	return c.bus.Subscribe(func(ev Event, dropped int, _ <-chan struct{}) bool {
 		ev.Dropped = dropped
 		fn(ev)
@@ -78,8 +93,8 @@ func (c *Client) OnStateChange(fn func(Event)) (cancel func()) {
 	}, nil)
 }
 
-// Watch returns a channel of events with the same guarantees as
-// OnStateChange. The channel is closed when ctx ends, or after the final
+// Watch returns a channel of events of every kind, with the same
+// guarantees as OnEvent. The channel is closed when ctx ends, or after the final
 // StateClosed event once the client is closed.
 func (c *Client) Watch(ctx context.Context) <-chan Event {
 	ch := make(chan Event)

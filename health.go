@@ -2,13 +2,9 @@ package steadymqtt
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
-
-	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
 // Health is a snapshot of the client's connection, cheap enough to take
@@ -29,23 +25,13 @@ type Health struct {
 
 // Health returns the current snapshot.
 func (c *Client) Health() Health {
-	c.m.mu.Lock()
-	h := Health{
-		State:     c.m.state,
-		Since:     c.m.since,
-		Broker:    c.m.broker,
-		Interface: c.m.iface,
-		Attempt:   c.m.attempt,
-		LastError: c.m.lastErr,
-	}
-	conn := c.m.conn
-	c.m.mu.Unlock()
+	h, conn := c.m.health()
 	if conn != nil {
 		s := conn.Stats()
 		h.LocalAddr, h.RemoteAddr = conn.LocalAddr(), conn.RemoteAddr()
 		h.RTT, h.LastPacketAt = s.RTT, s.LastReceived
 	}
-	h.Outbox = c.outboxLen()
+	h.Outbox = c.outbox.Len()
 	return h
 }
 
@@ -83,59 +69,6 @@ func (h Health) MarshalJSON() ([]byte, error) {
 		o.LastError = h.LastError.Error()
 	}
 	return json.Marshal(o)
-}
-
-// keepalive timings, as fractions of the keepalive period. The broker drops
-// a silent client after 1.5 × keepalive; the client must notice a dead link
-// before that, and a link is only known to be alive by what it receives
-// (counting what we send hides dead links, MQTT.js #1861).
-const (
-	pingAfterFrac     = 0.5  // ping when nothing was received for this long
-	degradedAfterFrac = 0.75 // the ping has had a quarter keepalive to come back
-	deadAfterFrac     = 1.0  // a whole keepalive of silence: drop the connection
-	monitorTicks      = 10   // checks per keepalive period
-)
-
-// monitor watches one live connection until it closes or stop is closed:
-// it sends PINGREQs on its own schedule (paho's pinger checks only every
-// min(5 s, KA/4) and waits PingTimeout on top), reports degradation, and
-// closes a link that went silent.
-func (c *Client) monitor(epoch uint64, conn *wire.Conn, stop <-chan struct{}) {
-	ka := c.cfg.keepAlive
-	frac := func(f float64) time.Duration { return time.Duration(float64(ka) * f) }
-	pingAfter, degradedAfter, deadAfter := frac(pingAfterFrac), frac(degradedAfterFrac), frac(deadAfterFrac)
-	tick := time.NewTicker(ka / monitorTicks)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-conn.Done():
-			return
-		case <-tick.C:
-		}
-		s := conn.Stats()
-		if s.SinceAlive >= deadAfter {
-			_ = conn.CloseWithError(fmt.Errorf("%w: nothing received from the broker for %v (keepalive %v)",
-				ErrKeepaliveTimeout, s.SinceAlive.Round(time.Millisecond), ka))
-			return
-		}
-		if s.SinceReceived >= pingAfter {
-			if err := conn.SendPing(ka / 4); err != nil && !errors.Is(err, wire.ErrBusy) {
-				_ = conn.CloseWithError(fmt.Errorf("%w: sending PINGREQ: %w", ErrKeepaliveTimeout, err))
-				return
-			}
-		}
-		var why error
-		switch {
-		case s.SinceAlive >= degradedAfter:
-			why = fmt.Errorf("%w: keepalive answer overdue, nothing received for %v",
-				ErrDegraded, s.SinceAlive.Round(time.Millisecond))
-		case c.cfg.degradedRTT > 0 && s.RTT > c.cfg.degradedRTT:
-			why = fmt.Errorf("%w: keepalive round trip %v above the %v threshold", ErrDegraded, s.RTT, c.cfg.degradedRTT)
-		}
-		c.m.degrade(epoch, why)
-	}
 }
 
 // Stats counts what the client did with messages since New. Arrays are

@@ -96,7 +96,7 @@ type recorder struct {
 
 func record(c *Client) *recorder {
 	r := &recorder{changed: make(chan struct{})}
-	c.OnStateChange(func(ev Event) {
+	c.OnEvent(func(ev Event) {
 		r.mu.Lock()
 		r.events = append(r.events, ev)
 		close(r.changed)

@@ -16,7 +16,11 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 
+	"github.com/steadymqtt/steadymqtt/internal/clock"
+	"github.com/steadymqtt/steadymqtt/internal/dial"
+	"github.com/steadymqtt/steadymqtt/internal/engine"
 	"github.com/steadymqtt/steadymqtt/internal/netif"
+	"github.com/steadymqtt/steadymqtt/internal/topic"
 )
 
 // Option configures a Client. Options are applied in order by New; an
@@ -34,13 +38,6 @@ const (
 	DefaultEventBuffer    = 16
 )
 
-type will struct {
-	topic    string
-	payload  []byte
-	qos      byte
-	retained bool
-}
-
 type config struct {
 	brokers        []*url.URL
 	clientID       string
@@ -53,13 +50,14 @@ type config struct {
 	degradedRTT    time.Duration
 	eventBuffer    int
 	logger         *zap.Logger
-	tls            tlsOptions
+	clock          clock.Clock
+	tls            dial.TLSOptions
 	sourceIP       net.IP
 	interfaces     []string
 	family         Family
 	failback       time.Duration
 	netSource      netif.Source // the host's interfaces; a fake in tests
-	will           *will
+	will           *engine.Message
 	cleanSession   bool
 
 	outboxCount    int
@@ -82,6 +80,7 @@ func defaultConfig() *config {
 		stableAfter:    DefaultStableAfter,
 		eventBuffer:    DefaultEventBuffer,
 		logger:         zap.NewNop(),
+		clock:          clock.Real{},
 		cleanSession:   true,
 		failback:       DefaultFailback,
 		netSource:      netif.System{},
@@ -101,7 +100,7 @@ func (c *config) validate() error {
 		return optionError("WithBroker", "at least one broker URL is required")
 	}
 	for _, u := range c.brokers {
-		if c.tls.set && !isTLS(u) {
+		if c.tls.Set && !dial.IsTLS(u) {
 			return optionError("TLS options", "broker %s is not a TLS URL (use ssl://, tls://, mqtts:// or wss://); refusing to send in plaintext what was meant to be encrypted", u.Redacted())
 		}
 	}
@@ -190,14 +189,6 @@ func redactRaw(raw string) string {
 	return raw
 }
 
-func isTLS(u *url.URL) bool {
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "wss":
-		return true
-	}
-	return false
-}
-
 // WithClientID sets the MQTT client identifier. Two clients with the same ID
 // make the broker disconnect one of them each time the other connects; give
 // each gateway (and each replica) its own. The default is a random ID,
@@ -224,10 +215,13 @@ func WithCredentials(username, password string) Option {
 }
 
 // WithKeepAlive sets the MQTT keepalive: a whole number of seconds, at least
-// 1 s, default 30 s. The client pings after half of it without a packet from
-// the broker, reports StateDegraded when the answer is overdue, and drops
-// the connection when a whole keepalive passed in silence, so a dead link is
-// left well within the 1.5 × keepalive the broker itself allows.
+// 1 s, default 30 s. The client sends one PINGREQ when a keepalive passed
+// without a packet either way (at most one per period while idle), reports
+// StateDegraded when the answer is a quarter keepalive overdue, and drops
+// the connection after 1.45 × keepalive of silence, within the 1.5 ×
+// keepalive the broker itself allows. A link whose round trip is above
+// about 0.4 × keepalive is therefore taken for dead: on links with round
+// trips of seconds (NB-IoT, bloated LTE) choose the keepalive accordingly.
 func WithKeepAlive(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Second || d > 65535*time.Second {
@@ -320,30 +314,17 @@ func WithLogger(l *zap.Logger) Option {
 	}
 }
 
-// WithSourceIP binds the client's sockets to a local address. On a
-// multi-homed host this does not by itself choose the outgoing interface
-// (the routing table does); see WithInterfaces.
-func WithSourceIP(ip net.IP) Option {
-	return func(c *config) error {
-		if ip == nil || ip.IsUnspecified() {
-			return optionError("WithSourceIP", "%v is not a usable source address", ip)
-		}
-		c.sourceIP = ip
-		return nil
-	}
-}
-
 // WithWill sets the message the broker publishes when the client vanishes
 // without a DISCONNECT.
-func WithWill(topic string, payload []byte, qos byte, retained bool) Option {
+func WithWill(topicName string, payload []byte, qos byte, retained bool) Option {
 	return func(c *config) error {
-		if err := validateTopic(topic); err != nil {
+		if err := topic.Validate(topicName); err != nil {
 			return fmt.Errorf("%w: WithWill: %w", ErrInvalidOption, err)
 		}
 		if qos > 2 {
 			return optionError("WithWill", "QoS %d is not 0, 1 or 2", qos)
 		}
-		c.will = &will{topic: topic, payload: append([]byte(nil), payload...), qos: qos, retained: retained}
+		c.will = &engine.Message{Topic: topicName, Payload: append([]byte(nil), payload...), QoS: qos, Retain: retained}
 		return nil
 	}
 }

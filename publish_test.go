@@ -2,7 +2,6 @@ package steadymqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -394,66 +393,6 @@ func TestSharedSubscription(t *testing.T) {
 	a.mu.Lock()
 	require.Regexp(t, `^jobs/\d+$`, a.msgs[0].Topic, "messages arrive with the plain topic")
 	a.mu.Unlock()
-}
-
-func TestMatchTopic(t *testing.T) {
-	tests := []struct {
-		filter, topic string
-		want          bool
-	}{
-		{"a/b", "a/b", true}, {"a/b", "a/c", false}, {"a/+", "a/b", true}, {"a/+", "a/b/c", false},
-		{"a/#", "a", true}, {"a/#", "a/b/c", true}, {"#", "a/b", true}, {"+/+", "a/b", true},
-		{"+", "a/b", false}, {"a/+/c", "a//c", true}, {"#", "$SYS/x", false}, {"+/x", "$SYS/x", false},
-		{"$SYS/#", "$SYS/x", true}, {"a", "a/b", false}, {"a/b", "a", false}, {"a/+", "a", false},
-	}
-	for _, tt := range tests {
-		require.Equal(t, tt.want, matchTopic(tt.filter, tt.topic), "%q ~ %q", tt.filter, tt.topic)
-	}
-}
-
-func TestEnvelopeAndDedupeHandler(t *testing.T) {
-	sealed := Seal("key-1", []byte("body"))
-	key, body, ok := Open(sealed)
-	require.True(t, ok)
-	require.Equal(t, "key-1", key)
-	require.Equal(t, []byte("body"), body)
-	_, plain, ok := Open([]byte("plain"))
-	require.False(t, ok)
-	require.Equal(t, []byte("plain"), plain)
-
-	var got []string
-	h := DedupeHandler(2, func(m Message) { got = append(got, string(m.Payload)) })
-	for _, k := range []string{"a", "b", "a", "c", "a", "b"} {
-		h(Message{Payload: Seal(k, []byte(k))})
-	}
-	h(Message{Payload: []byte("raw")})
-	h(Message{Payload: []byte("raw")})
-	// Window 2: "a" is forgotten once "b" and "c" came after it.
-	require.Equal(t, []string{"a", "b", "c", "a", "b", "raw", "raw"}, got)
-}
-
-func FuzzTopicValidation(f *testing.F) {
-	for _, s := range []string{"a/b", "a/+/c", "#", "$share/g/a/#", "a/#/b", "\x00", "\xff", "+a", ""} {
-		f.Add(s, "a/b")
-	}
-	f.Fuzz(func(t *testing.T, filter, topic string) {
-		topicErr := validateTopic(topic)
-		filterErr := validateFilter(filter)
-		_, _ = sharedFilter(filter)
-		if topicErr == nil {
-			// A valid topic is a valid filter that matches itself.
-			require.NoError(t, validateFilter(topic))
-			require.True(t, matchTopic(topic, topic) || topic[0] == '$')
-		}
-		if topicErr == nil && filterErr == nil {
-			_ = matchTopic(filter, topic) // must not panic
-		}
-		for _, err := range []error{topicErr, filterErr} {
-			if err != nil {
-				require.True(t, errors.Is(err, ErrInvalidTopic))
-			}
-		}
-	})
 }
 
 func TestStableClientID(t *testing.T) {

@@ -100,6 +100,17 @@ func (m *machine) emit(to State, err error, delay time.Duration) {
 	m.publish(ev)
 }
 
+// health is the machine's part of a Health snapshot, and the live
+// connection whose counters fill in the rest.
+func (m *machine) health() (Health, *wire.Conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Health{
+		State: m.state, Since: m.since, Broker: m.broker, Interface: m.iface,
+		Attempt: m.attempt, LastError: m.lastErr,
+	}, m.conn
+}
+
 // snapshot returns the state, a channel closed at the next change of
 // state, and the last error.
 func (m *machine) snapshot() (State, <-chan struct{}, error) {

@@ -43,6 +43,7 @@ type Conn struct {
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
 	lastRecv              atomic.Int64 // mono time of the last complete packet received
+	lastSent              atomic.Int64 // mono time of the last complete packet sent
 	// lastAlive is the last sign that the path works: bytes received, or a
 	// later chunk of a long write accepted by the kernel (the first chunk
 	// proves nothing, a dead socket takes it into its buffer: MQTT.js #1861).
@@ -67,6 +68,7 @@ func NewConn(c net.Conn, hook func(Dir, Header)) *Conn {
 	// packet received (CONNACK) refines it.
 	now := mono()
 	w.lastRecv.Store(now)
+	w.lastSent.Store(now)
 	w.lastAlive.Store(now)
 	return w
 }
@@ -191,6 +193,7 @@ func (c *Conn) recordPings(chunk []byte) int64 {
 
 func (c *Conn) sent(h Header) {
 	c.packetsOut.Add(1)
+	c.lastSent.Store(mono())
 	if c.hook != nil {
 		c.hook(Sent, h)
 	}
@@ -260,12 +263,18 @@ func (c *Conn) Cause() error {
 // Done is closed once Close has been called.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
+// Observe sets the function called for every complete packet in either
+// direction, on the reading or writing goroutine (it must be quick). It
+// must be called before the connection carries traffic.
+func (c *Conn) Observe(hook func(Dir, Header)) { c.hook = hook }
+
 // Stats is a snapshot of what crossed the connection.
 type Stats struct {
 	BytesIn, BytesOut     uint64
 	PacketsIn, PacketsOut uint64
 	LastReceived          time.Time     // last complete packet from the broker
 	SinceReceived         time.Duration // monotonic age of LastReceived
+	SinceSent             time.Duration // monotonic age of the last complete packet sent
 	SinceAlive            time.Duration // age of the last sign of progress in either direction
 	RTT                   time.Duration // last PINGREQ→PINGRESP round trip, 0 if none yet
 	PingOutstanding       time.Duration // age of the unanswered PINGREQ, 0 if none
@@ -281,6 +290,7 @@ func (c *Conn) Stats() Stats {
 		PacketsIn:     c.packetsIn.Load(),
 		PacketsOut:    c.packetsOut.Load(),
 		SinceReceived: time.Duration(now - last),
+		SinceSent:     time.Duration(now - c.lastSent.Load()),
 		SinceAlive:    time.Duration(now - c.lastAlive.Load()),
 		RTT:           time.Duration(c.rtt.Load()),
 	}

@@ -1,4 +1,4 @@
-package steadymqtt
+package netpick
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/steadymqtt/steadymqtt/internal/errs"
 	"github.com/steadymqtt/steadymqtt/internal/netif"
 )
 
@@ -46,14 +47,14 @@ func TestChooseInterface(t *testing.T) {
 			mutate: func(f *netif.Fake) { f.List[1].Up = false }},
 		{name: "no carrier is skipped", names: []string{"eth0", "wlan0"}, fam: FamilyIPv4, want: "wlan0", addr: "198.51.100.7",
 			mutate: func(f *netif.Fake) { f.List[1].Running = false }},
-		{name: "not found", names: []string{"eth9"}, is: []error{ErrInterfaceNotFound}},
-		{name: "down", names: []string{"eth0"}, is: []error{ErrInterfaceDown}, mutate: func(f *netif.Fake) { f.List[1].Up = false }},
-		{name: "no carrier", names: []string{"eth0"}, is: []error{ErrNoCarrier}, mutate: func(f *netif.Fake) { f.List[1].Running = false }},
-		{name: "no address of the family", names: []string{"wwan0"}, fam: FamilyIPv4, is: []error{ErrNoUsableAddress}},
-		{name: "no address at all", names: []string{"eth0"}, is: []error{ErrNoUsableAddress},
+		{name: "not found", names: []string{"eth9"}, is: []error{errs.InterfaceNotFound}},
+		{name: "down", names: []string{"eth0"}, is: []error{errs.InterfaceDown}, mutate: func(f *netif.Fake) { f.List[1].Up = false }},
+		{name: "no carrier", names: []string{"eth0"}, is: []error{errs.NoCarrier}, mutate: func(f *netif.Fake) { f.List[1].Running = false }},
+		{name: "no address of the family", names: []string{"wwan0"}, fam: FamilyIPv4, is: []error{errs.NoUsableAddress}},
+		{name: "no address at all", names: []string{"eth0"}, is: []error{errs.NoUsableAddress},
 			mutate: func(f *netif.Fake) { f.List[1].Addrs = nil }},
 		{name: "every reason listed", names: []string{"eth9", "eth0", "wwan0"}, fam: FamilyIPv4,
-			is:     []error{ErrInterfaceNotFound, ErrNoCarrier, ErrNoUsableAddress},
+			is:     []error{errs.InterfaceNotFound, errs.NoCarrier, errs.NoUsableAddress},
 			mutate: func(f *netif.Fake) { f.List[1].Running = false }},
 	}
 	for _, tt := range tests {
@@ -62,18 +63,18 @@ func TestChooseInterface(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(src)
 			}
-			ch, err := chooseInterface(src, tt.names, tt.start, tt.fam)
+			ch, err := choose(src, tt.names, tt.start, tt.fam)
 			if tt.want != "" {
 				require.NoError(t, err)
-				require.Equal(t, tt.want, ch.iface)
+				require.Equal(t, tt.want, ch.Interface)
 				if tt.addr != "" {
-					require.Equal(t, tt.addr, ch.addr.String())
+					require.Equal(t, tt.addr, ch.Addr.String())
 				} else {
-					require.False(t, ch.addr.IsValid())
+					require.False(t, ch.Addr.IsValid())
 				}
 				return
 			}
-			var sel *SelectionError
+			var sel *errs.SelectionError
 			require.ErrorAs(t, err, &sel)
 			require.Len(t, sel.Candidates, len(tt.names), "every candidate is listed")
 			for _, target := range tt.is {
@@ -87,14 +88,14 @@ func TestChooseInterface(t *testing.T) {
 }
 
 func TestChooseInterfaceReadError(t *testing.T) {
-	_, err := chooseInterface(&netif.Fake{Err: errors.New("netlink: permission denied")}, []string{"eth0"}, 0, FamilyAny)
+	_, err := choose(&netif.Fake{Err: errors.New("netlink: permission denied")}, []string{"eth0"}, 0, FamilyAny)
 	require.ErrorContains(t, err, "permission denied")
 }
 
 func TestSelectionErrorText(t *testing.T) {
 	src := host()
 	src.List[1].Up = false
-	_, err := chooseInterface(src, []string{"eth0", "wwan0"}, 0, FamilyIPv4)
+	_, err := choose(src, []string{"eth0", "wwan0"}, 0, FamilyIPv4)
 	msg := err.Error()
 	require.True(t, strings.HasPrefix(msg, "steadymqtt: no usable interface or address: "), msg)
 	require.Contains(t, msg, "eth0: interface administratively down")
@@ -102,27 +103,26 @@ func TestSelectionErrorText(t *testing.T) {
 }
 
 func TestFailbackWaitGrowsAfterFailedFailbacks(t *testing.T) {
-	c, err := New(WithBroker("tcp://h"), WithFailback(time.Second))
-	require.NoError(t, err)
-	require.Equal(t, time.Second, c.failbackWait(0))
+	p := New(Config{Interfaces: []string{"eth0", "wlan0"}, Failback: time.Second, Brokers: 1, Host: host()})
+	require.Equal(t, time.Second, p.FailbackWait(0))
 	for want := 2 * time.Second; want <= 8*time.Second; want *= 2 {
-		c.failingBack.Store(0) // the watcher moved back to position 0…
-		c.failbackResult(0, false)
-		require.Equal(t, want, c.failbackWait(0)) // …and the attempt there failed
+		p.failBackTo(0)               // the watcher moved back to position 0…
+		p.Failed(Choice{Pos: 0}, nil) // …and the attempt there failed
+		require.Equal(t, want, p.FailbackWait(0))
 	}
-	c.failbackResult(1, false) // not a fail-back: no penalty
-	require.Equal(t, time.Second, c.failbackWait(1))
-	c.failbackResult(0, true) // connected there: forgiven
-	require.Equal(t, time.Second, c.failbackWait(0))
-	require.NoError(t, c.Close(t.Context()))
+	p.Failed(Choice{Pos: 1}, nil) // not a fail-back: no penalty
+	require.Equal(t, time.Second, p.FailbackWait(1))
+	p.failBackTo(0)
+	p.Connected(Choice{Pos: 0}) // connected there: forgiven
+	require.Equal(t, time.Second, p.FailbackWait(0))
 }
 
 func TestLinkLocalOnlyIsNotUsableForAnyFamily(t *testing.T) {
 	src := host()
 	src.List[1].Addrs = []netip.Prefix{pfx("fe80::1/64")} // eth0 lost its IPv4 lease
-	_, err := chooseInterface(src, []string{"eth0"}, 0, FamilyAny)
-	require.ErrorIs(t, err, ErrNoUsableAddress)
-	ch, err := chooseInterface(src, []string{"eth0"}, 0, FamilyIPv6)
+	_, err := choose(src, []string{"eth0"}, 0, FamilyAny)
+	require.ErrorIs(t, err, errs.NoUsableAddress)
+	ch, err := choose(src, []string{"eth0"}, 0, FamilyIPv6)
 	require.NoError(t, err, "asked for IPv6: the link-local address, with its zone")
-	require.Equal(t, "fe80::1%eth0", ch.addr.String())
+	require.Equal(t, "fe80::1%eth0", ch.Addr.String())
 }

@@ -1,0 +1,198 @@
+// Package dial opens the transport of one connection attempt: TCP, TLS over
+// TCP, or a WebSocket over either, always through one TCP dialer, so that
+// binding to an interface or source address, TLS and the kernel's
+// TCP_USER_TIMEOUT apply to every transport. Its errors are classified
+// here, once: source-side failures (errs.SourceError), TLS failures
+// (errs.TLSError) and timeouts (errs.ConnectTimeout).
+package dial
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/steadymqtt/steadymqtt/internal/errs"
+	"github.com/steadymqtt/steadymqtt/internal/netif"
+	"github.com/steadymqtt/steadymqtt/internal/wsconn"
+)
+
+// Target is everything one dial needs, explicitly.
+type Target struct {
+	URL *url.URL // the broker; its scheme picks the transport
+
+	// Where the connection leaves from: an interface (with its index and,
+	// unless the kernel picks, a source address) or a source address alone.
+	Interface string
+	IfIndex   int
+	Source    netip.Addr
+	SourceIP  net.IP
+
+	// UserTimeout is the kernel's TCP_USER_TIMEOUT: how long written data
+	// may stay unacknowledged before the kernel drops the connection.
+	UserTimeout time.Duration
+
+	TLS   *TLSOptions // for ssl, tls, mqtts and wss URLs
+	Probe *Probe      // filled in during the TLS handshake; may be nil
+}
+
+// IsTLS reports whether u's scheme runs over TLS.
+func IsTLS(u *url.URL) bool {
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts", "wss":
+		return true
+	}
+	return false
+}
+
+// Dial opens t's transport. Host names are resolved here, at every
+// attempt, so a broker that moved is found again.
+func Dial(ctx context.Context, t Target) (net.Conn, error) {
+	switch t.URL.Scheme {
+	case "ws", "wss":
+		return dialWebSocket(ctx, t)
+	case "ssl", "tls", "mqtts":
+		return dialTLS(ctx, t, t.URL.Host)
+	}
+	return dialTCP(ctx, t, t.URL.Host)
+}
+
+// dialTCP opens the TCP connection of every transport.
+func dialTCP(ctx context.Context, t Target, addr string) (net.Conn, error) {
+	network, from := "tcp", ""
+	d := &net.Dialer{Control: netif.Control(t.Interface, t.IfIndex, t.UserTimeout)}
+	switch {
+	case t.Interface != "":
+		if t.Source.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: t.Source.AsSlice(), Zone: t.Source.Zone()}
+		}
+		from = "interface " + t.Interface
+		if t.Source.IsValid() {
+			from += " (" + t.Source.String() + ")"
+			network = map[bool]string{true: "tcp4", false: "tcp6"}[t.Source.Is4()]
+		}
+	case t.SourceIP != nil:
+		d.LocalAddr = &net.TCPAddr{IP: t.SourceIP}
+		from = "source address " + t.SourceIP.String()
+	}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		if IsTimeout(err) {
+			err = fmt.Errorf("%w: %w", errs.ConnectTimeout, err)
+		}
+		if from != "" {
+			err = classifySource(err, from)
+		}
+		return nil, fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err)
+	}
+	return conn, nil
+}
+
+func dialTLS(ctx context.Context, t Target, addr string) (net.Conn, error) {
+	broker := t.URL.Redacted()
+	cfg, err := t.TLS.Config(t.URL.Hostname(), t.Probe)
+	if err != nil {
+		return nil, fmt.Errorf("steadymqtt: %s: %w", broker, err)
+	}
+	conn, err := dialTCP(ctx, t, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		if classified := classifyHandshake(err, t.Probe, broker); classified != nil {
+			return nil, classified
+		}
+		if IsTimeout(err) {
+			err = fmt.Errorf("%w: %w", errs.ConnectTimeout, err)
+		}
+		return nil, fmt.Errorf("steadymqtt: %s: TLS handshake: %w", broker, err)
+	}
+	if t.Probe != nil {
+		t.Probe.version.Store(uint32(tc.ConnectionState().Version))
+	}
+	return tc, nil
+}
+
+// dialWebSocket opens MQTT over WebSocket. gorilla's dialer takes our TCP
+// and TLS dial functions, so binding and the TLS options hold here too.
+func dialWebSocket(ctx context.Context, t Target) (net.Conn, error) {
+	var dialErr error // already classified and prefixed
+	d := &websocket.Dialer{
+		Subprotocols: []string{"mqtt"},
+		NetDialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			conn, err := dialTCP(ctx, t, addr)
+			dialErr = err
+			return conn, err
+		},
+		NetDialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			conn, err := dialTLS(ctx, t, addr)
+			dialErr = err
+			return conn, err
+		},
+	}
+	target := *t.URL
+	target.User = nil
+	if target.Path == "" {
+		target.Path = "/mqtt"
+	}
+	broker := t.URL.Redacted()
+	ws, resp, err := d.DialContext(ctx, target.String(), http.Header{})
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		if dialErr != nil {
+			return nil, dialErr
+		}
+		// A TLS 1.3 broker rejects a client certificate after the
+		// handshake, so the alert comes while reading the upgrade response.
+		if t.URL.Scheme == "wss" {
+			if classified := AfterHandshake(err, t.Probe, broker, false); classified != nil {
+				return nil, classified
+			}
+		}
+		if resp != nil {
+			return nil, fmt.Errorf("steadymqtt: %s: WebSocket upgrade refused: %s", broker, resp.Status)
+		}
+		if IsTimeout(err) && !errors.Is(err, errs.ConnectTimeout) {
+			err = fmt.Errorf("%w: %w", errs.ConnectTimeout, err)
+		}
+		return nil, fmt.Errorf("steadymqtt: %s: WebSocket: %w", broker, err)
+	}
+	return wsconn.New(ws), nil
+}
+
+// IsTimeout covers both ways a dial runs out of time: the context's
+// deadline, and the socket deadline the dialer derives from it.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// classifySource names what a failed dial says about the source side.
+func classifySource(err error, from string) error {
+	var kind error
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		kind = errs.AddressNotAssignable
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		kind = errs.NoRoute
+	case errors.Is(err, syscall.ENODEV):
+		kind = errs.InterfaceNotFound
+	default:
+		return err
+	}
+	return &errs.SourceError{Kind: kind, From: from, Err: err}
+}

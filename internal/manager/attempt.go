@@ -1,0 +1,79 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/steadymqtt/steadymqtt/internal/dial"
+	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/errs"
+	"github.com/steadymqtt/steadymqtt/internal/netpick"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
+)
+
+// attempt opens one connection to u from ch: dial, observe, MQTT
+// handshake, all within the connect timeout.
+func (m *Manager) attempt(u *url.URL, ch netpick.Choice, chooseErr error) (engine.Session, *wire.Conn, error) {
+	if chooseErr != nil {
+		return nil, nil, chooseErr
+	}
+	ctx, cancel := context.WithTimeout(m.stopCtx, m.cfg.ConnectTimeout)
+	defer cancel()
+	target := dial.Target{
+		URL: u, Interface: ch.Interface, IfIndex: ch.Index, Source: ch.Addr, SourceIP: m.cfg.SourceIP,
+		UserTimeout: m.cfg.KeepAlive * 3 / 2, TLS: m.cfg.TLS, Probe: &dial.Probe{},
+	}
+	raw, err := dial.Dial(ctx, target)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn := wire.NewConn(raw, nil)
+	user, pass := m.credentials(u)
+	sess, err := m.cfg.Engine.Connect(ctx, conn, engine.Options{
+		ClientID: m.cfg.ClientID, Username: user, Password: pass,
+		CleanSession: m.cfg.CleanSession, KeepAlive: m.cfg.KeepAlive, Will: m.cfg.Will,
+		OnMessage: m.cfg.OnMessage,
+	})
+	if err != nil {
+		return nil, nil, m.handshakeError(target, conn, err)
+	}
+	return sess, conn, nil
+}
+
+// credentials are sent in CONNECT; user information in the broker URL of
+// the attempt wins over WithCredentials.
+func (m *Manager) credentials(u *url.URL) (string, string) {
+	if u.User != nil {
+		p, _ := u.User.Password()
+		return u.User.Username(), p
+	}
+	return m.cfg.Username, m.cfg.Password
+}
+
+// handshakeError classifies a failed MQTT handshake.
+func (m *Manager) handshakeError(t dial.Target, conn *wire.Conn, err error) error {
+	broker := t.URL.Redacted()
+	var refused *errs.ConnectRefusedError
+	if errors.As(err, &refused) {
+		refused.Broker = broker
+		return refused
+	}
+	if dial.IsTLS(t.URL) {
+		// A TLS 1.3 broker rejects a client certificate only after the
+		// client's side of the handshake is done: the alert (or the reset)
+		// arrives where the engine waits for CONNACK.
+		if classified := dial.AfterHandshake(err, t.Probe, broker, conn.Stats().BytesIn > 0); classified != nil {
+			return classified
+		}
+	}
+	cause := conn.Cause()
+	switch {
+	case dial.IsTimeout(err) || (cause != nil && dial.IsTimeout(cause)):
+		return fmt.Errorf("%w: %s: no CONNACK within %v", errs.ConnectTimeout, broker, m.cfg.ConnectTimeout)
+	case cause != nil:
+		return fmt.Errorf("steadymqtt: %s: %w", broker, cause)
+	}
+	return fmt.Errorf("steadymqtt: %s: MQTT handshake failed: %w", broker, err)
+}

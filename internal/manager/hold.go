@@ -1,0 +1,93 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/keepalive"
+	"github.com/steadymqtt/steadymqtt/internal/netpick"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
+)
+
+// hold runs a connection from CONNACK to its loss or to the manager's
+// stop. The keepalive monitor starts at once; the state becomes connected
+// only once the subscriptions are in place, so that "connected" means
+// messages flow. upAt is zero if the connection was lost before that.
+func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.Session, conn *wire.Conn) (upAt time.Time, lossErr error, stopped bool) {
+	m.cfg.Picker.Connected(ch)
+	end := make(chan struct{})
+	m.hooks.Live(sess)
+	defer m.hooks.Live(nil)
+	var wg sync.WaitGroup
+	defer func() {
+		close(end)
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		keepalive.Run(keepalive.Config{KeepAlive: m.cfg.KeepAlive, DegradedRTT: m.cfg.DegradedRTT, Clock: m.cfg.Clock},
+			conn, func(why error) { m.hooks.Degrade(epoch, why) }, end)
+	}()
+	if m.cfg.Picker.Watches() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.cfg.Picker.Watch(ch, conn, end)
+		}()
+	}
+
+	m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
+	select {
+	case <-conn.Done():
+	default:
+		m.hooks.Up(epoch, conn)
+		upAt = m.cfg.Clock.Now()
+		// Whatever was registered while the first restore ran.
+		m.hooks.Restore(m.stopCtx, sess, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.hooks.Serve(sess, conn, end)
+		}()
+	}
+	select {
+	case <-m.stop:
+		ctx, cancel := m.closeContext()
+		m.hooks.Flush(ctx, conn)
+		cancel()
+		return upAt, nil, true
+	case err := <-sess.Lost():
+		if cause := conn.Cause(); cause != nil {
+			err = cause
+		}
+		return upAt, fmt.Errorf("steadymqtt: connection to %s lost: %w", u.Redacted(), err), false
+	}
+}
+
+// flushTimeout bounds how long Close without a deadline waits for the
+// outbox to drain.
+const flushTimeout = 5 * time.Second
+
+// closeContext is Close's context, bounded to flushTimeout when it has no
+// deadline, so that a broker that never acknowledges cannot hold Close.
+func (m *Manager) closeContext() (context.Context, context.CancelFunc) {
+	ctx := m.hooks.CloseContext()
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, flushTimeout)
+}
+
+// disconnect sends DISCONNECT within what Close's context allows.
+func (m *Manager) disconnect(sess engine.Session) {
+	quiesce := time.Second
+	if dl, ok := m.hooks.CloseContext().Deadline(); ok {
+		quiesce = min(max(time.Until(dl)/2, 0), 5*time.Second)
+	}
+	sess.Disconnect(quiesce)
+}

@@ -1,0 +1,216 @@
+// Package manager is the one retry loop of a client.
+//
+// One round: the broker policy names the next broker → the interface
+// picker says where the connection leaves from → an attempt dials
+// (internal/dial), wraps the socket in the stream observer (internal/wire)
+// and runs the engine's MQTT handshake (internal/engine) → on CONNACK the
+// keepalive monitor and the network watcher start, the subscriptions are
+// restored, the state becomes connected and the sender serves the outbox →
+// the connection is held until it is lost → the backoff says how long to
+// wait → next round.
+//
+// The manager reports everything through Hooks and writes no state of the
+// client's; the state machine there decides what each report means.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/steadymqtt/steadymqtt/internal/clock"
+	"github.com/steadymqtt/steadymqtt/internal/dial"
+	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/errs"
+	"github.com/steadymqtt/steadymqtt/internal/netpick"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
+)
+
+// Config is what the manager is told by the client's options.
+type Config struct {
+	Brokers        []*url.URL
+	ClientID       string
+	Username       string // WithCredentials; user information in a URL wins
+	Password       string
+	CleanSession   bool
+	Will           *engine.Message
+	KeepAlive      time.Duration
+	DegradedRTT    time.Duration
+	ConnectTimeout time.Duration
+	StableAfter    time.Duration
+	Backoff        backoff.BackOff
+	TLS            *dial.TLSOptions
+	SourceIP       net.IP
+	Picker         *netpick.Picker
+	Engine         engine.Engine
+	Clock          clock.Clock
+	OnMessage      func(engine.Message)
+}
+
+// Hooks are the manager's reports. Each is called from the manager's
+// goroutines; none may block for long.
+type Hooks struct {
+	// The state machine's reports, each about one attempt's epoch.
+	Attempt func(broker, iface string) (epoch uint64)
+	Failed  func(epoch uint64, err error, delay time.Duration)
+	Up      func(epoch uint64, conn *wire.Conn)
+	Lost    func(epoch uint64, err error, delay time.Duration)
+	Degrade func(epoch uint64, why error) // why nil: healthy again
+
+	// The live session, for the calls that need one (QoS 0 publish,
+	// subscribe); nil when it ended.
+	Live func(sess engine.Session)
+	// Restore brings the broker's subscriptions in line after CONNACK.
+	Restore func(ctx context.Context, sess engine.Session, present bool)
+	// Serve runs the sender until end is closed.
+	Serve func(sess engine.Session, conn *wire.Conn, end <-chan struct{})
+	// Flush waits, at Close, until the outbox is empty or ctx ends.
+	Flush func(ctx context.Context, conn *wire.Conn)
+	// CloseContext is the context Close was called with.
+	CloseContext func() context.Context
+}
+
+// Manager runs the loop.
+type Manager struct {
+	cfg     Config
+	hooks   Hooks
+	brokers *rotation
+	stop    <-chan struct{}
+	stopCtx context.Context
+}
+
+// New returns a manager that stops when stop is closed.
+func New(cfg Config, hooks Hooks, stop <-chan struct{}) *Manager {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	return &Manager{cfg: cfg, hooks: hooks, brokers: newRotation(cfg.Brokers), stop: stop}
+}
+
+// instantRetryAfter is how long a connection must have lasted for its loss
+// to a local network change to be retried without a backoff wait.
+const instantRetryAfter = time.Second
+
+// Run is the loop. It returns when stop is closed (nil) or the backoff gave
+// up (an error wrapping errs.GaveUp).
+func (m *Manager) Run() error {
+	// Dials and handshakes in progress end as soon as the manager stops.
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopCtx = ctx
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-m.stop:
+		case <-done:
+		}
+		cancel()
+	}()
+	for {
+		r := m.round(m.brokers.next())
+		if r.stopped {
+			return nil
+		}
+		delay, ok := m.delayAfter(r)
+		if r.upAt.IsZero() { // failed, or lost while its subscriptions were being restored
+			m.cfg.Picker.Failed(r.choice, r.chooseErr)
+			if ok {
+				m.hooks.Failed(r.epoch, r.err, delay)
+			}
+		} else {
+			m.hooks.Lost(r.epoch, r.err, delay)
+		}
+		if !ok {
+			return fmt.Errorf("%w: %w", errs.GaveUp, r.err)
+		}
+		if !m.sleep(delay) {
+			return nil
+		}
+	}
+}
+
+// result is how one round ended.
+type result struct {
+	epoch     uint64
+	choice    netpick.Choice
+	chooseErr error
+	upAt      time.Time // when "connected" was announced, zero if never
+	err       error
+	stopped   bool
+}
+
+// round makes one attempt and, if it connects, holds the connection until
+// it is lost or the manager stops.
+func (m *Manager) round(u *url.URL) result {
+	var r result
+	r.choice, r.chooseErr = m.cfg.Picker.Choose()
+	r.epoch = m.hooks.Attempt(u.Redacted(), r.choice.Interface)
+	sess, conn, err := m.attempt(u, r.choice, r.chooseErr)
+	if m.stopping() {
+		if err == nil {
+			m.disconnect(sess)
+		}
+		r.stopped = true
+		return r
+	}
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.upAt, r.err, r.stopped = m.hold(u, r.epoch, r.choice, sess, conn)
+	if r.stopped {
+		m.disconnect(sess)
+	}
+	return r
+}
+
+// delayAfter is the wait before the next attempt; false when the backoff
+// gave up.
+func (m *Manager) delayAfter(r result) (time.Duration, bool) {
+	if !r.upAt.IsZero() {
+		up := clock.Since(m.cfg.Clock, r.upAt)
+		// Only a connection that proved stable earns a fresh backoff; a
+		// broker that kicks the client right after CONNACK must meet
+		// growing delays, not a tight loop.
+		if up >= m.cfg.StableAfter {
+			m.cfg.Backoff.Reset()
+		}
+		// A connection dropped because the local network changed (the
+		// interface or address went away, or a fail-back) is not the
+		// broker's doing: the next attempt goes at once, elsewhere; unless
+		// the change keeps coming right after connecting.
+		if errors.Is(r.err, errs.NetworkChanged) && up >= instantRetryAfter {
+			return 0, true
+		}
+	}
+	d := m.cfg.Backoff.NextBackOff()
+	if d == backoff.Stop {
+		return 0, false
+	}
+	return max(d, 0), true
+}
+
+func (m *Manager) sleep(d time.Duration) bool {
+	t := m.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-m.stop:
+		return false
+	}
+}
+
+func (m *Manager) stopping() bool {
+	select {
+	case <-m.stop:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,176 @@
+// Package sender moves QoS 1 and 2 messages from the outbox to the live
+// connection and settles each one: acknowledged (out of the outbox, its
+// Publish returns nil), back in the outbox for the next connection, or out
+// of it as poison.
+//
+// Messages are handed over one after the other, in outbox order, at most
+// the in-flight window at a time; only the waits for their
+// acknowledgements run side by side.
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/errs"
+	"github.com/steadymqtt/steadymqtt/internal/outbox"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
+)
+
+// Config is what the sender is told by the client.
+type Config struct {
+	Outbox      *outbox.Outbox
+	InFlight    int
+	PoisonAfter int
+	// Reports, each called on the sender's goroutines.
+	Acked       func(qos byte)
+	Redelivered func()
+	Poisoned    func(e *outbox.Entry, err error)
+	// StoreFailed reports a durable outbox that could not record an outcome.
+	StoreFailed func(what string, err error)
+}
+
+// Sender serves one connection after another.
+type Sender struct{ cfg Config }
+
+// New returns a sender.
+func New(cfg Config) *Sender { return &Sender{cfg: cfg} }
+
+// link is one live connection as the sender sees it.
+type link struct {
+	sess engine.Session
+	conn *wire.Conn
+	end  <-chan struct{} // closed when the connection is over
+
+	oldestOnce sync.Once
+	oldest     uint64
+}
+
+// Run hands outbox messages to sess until end is closed, and returns once
+// every message it took has an outcome or is back in the outbox.
+func (s *Sender) Run(sess engine.Session, conn *wire.Conn, end <-chan struct{}) {
+	l := &link{sess: sess, conn: conn, end: end}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	window := make(chan struct{}, s.cfg.InFlight)
+	for {
+		select {
+		case window <- struct{}{}:
+		case <-end:
+			return
+		}
+		if l.closing() { // select picks at random when both are ready
+			return
+		}
+		e := s.cfg.Outbox.Next(end)
+		if e == nil {
+			return
+		}
+		if e.Sends > 1 {
+			s.cfg.Redelivered()
+		}
+		acksBefore := sess.Acks()
+		p := sess.Publish(engine.Message{Topic: e.Topic, Payload: e.Payload, QoS: e.QoS, Retain: e.Retain})
+		if p.Refused() && !l.closing() {
+			// The writer did not take it in time (a long write on a slow
+			// uplink). Nothing after it has been handed over: put it back
+			// and try again, so the order holds.
+			s.cfg.Outbox.Requeue(e, false)
+			<-window
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-end:
+				return
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-window }()
+			s.settle(l, e, p, acksBefore)
+		}()
+	}
+}
+
+// settle waits for one message's outcome.
+func (s *Sender) settle(l *link, e *outbox.Entry, p engine.Pending, acksBefore uint64) {
+	select {
+	case <-p.Done():
+	case <-l.end:
+		// With a persistent session paho keeps the token open across the
+		// loss; the message goes back to the outbox instead.
+	}
+	select {
+	case <-p.Done():
+		if p.Acked() {
+			if err := s.cfg.Outbox.Ack(e); err != nil {
+				s.cfg.StoreFailed("recording an acknowledgement failed; the message may be sent again", err)
+			}
+			s.cfg.Acked(e.QoS)
+			return
+		}
+	default:
+	}
+	<-l.end // the connection is going away or gone
+	// A strike only for the oldest message in flight, and only when the
+	// broker closed the connection with nothing acknowledged since it was
+	// sent: the messages behind it were collateral.
+	strike := e.Seq() == l.oldestInFlight(s.cfg.Outbox) && l.conn.Cause() == nil && BrokerClosed(l.conn) && l.sess.Acks() == acksBefore
+	if strikes := s.cfg.Outbox.Requeue(e, strike); strike && strikes >= s.cfg.PoisonAfter {
+		err := fmt.Errorf("%w: topic %q, %d bytes, %d connections closed", errs.PoisonMessage, e.Topic, len(e.Payload), strikes)
+		if ferr := s.cfg.Outbox.Fail(e, err); ferr != nil {
+			s.cfg.StoreFailed("recording a poison message failed", ferr)
+		}
+		s.cfg.Poisoned(e, err)
+	}
+}
+
+// oldestInFlight is the outbox's oldest in-flight message when the
+// connection ended, read once, before any of them goes back.
+func (l *link) oldestInFlight(o *outbox.Outbox) uint64 {
+	l.oldestOnce.Do(func() { l.oldest = o.OldestInFlight() })
+	return l.oldest
+}
+
+// closing reports whether the connection is ending.
+func (l *link) closing() bool {
+	select {
+	case <-l.end:
+		return true
+	case <-l.conn.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// BrokerClosed reports whether the connection ended by the broker's doing
+// (EOF or reset), as opposed to ours (keepalive, Close).
+func BrokerClosed(conn *wire.Conn) bool {
+	err := conn.IOErr()
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// Flush waits until the outbox is empty, the connection closes, or ctx
+// ends.
+func (s *Sender) Flush(ctx context.Context, conn *wire.Conn) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for s.cfg.Outbox.Len() > 0 {
+		select {
+		case <-t.C:
+		case <-conn.Done():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
+	"github.com/steadymqtt/steadymqtt/internal/testsupport/netproxy"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
 // A healthy idle link must stay connected. A broker that answers a
@@ -53,5 +56,77 @@ func TestIdleLinkStaysConnected(t *testing.T) {
 		require.Equal(t, StateConnected, h.State, name)
 		require.Positive(t, h.RTT, "%s: keepalive round trips were measured", name)
 		t.Logf("%s: %d events in %v idle at keepalive %v, last RTT %v", name, len(r.all()), idle, ka, h.RTT)
+	}
+}
+
+// pingCounter counts the PINGREQs clients send through a proxy.
+type pingCounter struct {
+	mu      sync.Mutex
+	parsers map[int]*wire.Parser
+	pings   int
+}
+
+func (p *pingCounter) feed(conn int, b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps := p.parsers[conn]
+	if ps == nil {
+		ps = &wire.Parser{}
+		p.parsers[conn] = ps
+	}
+	ps.Feed(b, func(h wire.Header) {
+		if h.Type == wire.PINGREQ {
+			p.pings++
+		}
+	})
+}
+
+func (p *pingCounter) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pings
+}
+
+// One keepalive owner per connection: an idle client sends at most one
+// PINGREQ per keepalive period (paho's own pinger beside the monitor's
+// used to make 2.25), counted on the wire.
+func TestIdleClientSendsOnePingPerKeepalive(t *testing.T) {
+	leakCheck(t)
+	const ka, watch = 2 * time.Second, 20 * time.Second
+	targets := map[string]string{"embedded": startEmbedded(t).Addr()}
+	if p, err := broker.StartMosquitto(t.TempDir(), broker.MosquittoConfig{}); err == nil {
+		t.Cleanup(func() { _ = p.Kill() })
+		targets["mosquitto"] = p.Addr()
+	} else if errors.Is(err, broker.ErrNotInstalled) && os.Getenv("STEADYMQTT_REQUIRE_INTEROP") != "1" {
+		t.Logf("mosquitto part skipped: %v (set STEADYMQTT_REQUIRE_INTEROP=1 to make this a failure)", err)
+	} else {
+		require.NoError(t, err)
+	}
+	counters := map[string]*pingCounter{}
+	recs := map[string]*recorder{}
+	for name, addr := range targets {
+		proxy, err := netproxy.Start(addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = proxy.Close() })
+		pc := &pingCounter{parsers: map[int]*wire.Parser{}}
+		proxy.Tap(pc.feed)
+		counters[name] = pc
+		c := newClient(t, WithBroker(proxy.URL()), WithKeepAlive(ka))
+		recs[name] = record(c)
+		connect(t, c)
+	}
+	start := map[string]int{}
+	for name, pc := range counters {
+		start[name] = pc.count()
+	}
+	time.Sleep(watch)
+	for name, pc := range counters {
+		n := pc.count() - start[name]
+		t.Logf("%s: %d PINGREQs in %v at keepalive %v", name, n, watch, ka)
+		require.LessOrEqual(t, n, 11, "%s: more than one PINGREQ per keepalive while idle", name)
+		require.GreaterOrEqual(t, n, 9, "%s: the client must still ping about once per keepalive", name)
+		for _, ev := range recs[name].all() {
+			require.NotEqual(t, StateReconnecting, ev.To, "%s: the idle link was dropped: %+v", name, ev)
+		}
 	}
 }

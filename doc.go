@@ -1,51 +1,62 @@
 // Package steadymqtt keeps a service connected to its MQTT broker through
-// bad networks.
+// bad networks: IoT gateways on multi-homed hosts, edge collectors, fleet
+// agents.
 //
-// It wraps github.com/eclipse/paho.mqtt.golang (MQTT 3.1.1) and owns what
-// such services otherwise write by hand: one reconnect loop with
-// exponential backoff and full jitter, reset only after a connection proved
-// stable; one truthful State with an ordered, non-blocking stream of Events;
-// a keepalive-based Health snapshot with the measured round trip; classified
-// errors (errors.Is) for refusals and timeouts; and HTTP liveness and
-// readiness handlers.
+// It wraps github.com/eclipse/paho.mqtt.golang (MQTT 3.1.1) and adds what
+// such services otherwise write by hand:
 //
-// # One connection attempt
+//   - one reconnect loop with exponential backoff and full jitter, reset
+//     only after a connection proved stable;
+//   - one truthful State (idle, connecting, connected, degraded,
+//     reconnecting, closed) and an ordered stream of Events that never
+//     blocks the client;
+//   - keepalive health: one PINGREQ per keepalive while idle, the measured
+//     round trip in Health, a dead link left within 1.5 × keepalive;
+//   - binding to a network interface or source address, with fail-over
+//     between interfaces and back (WithInterfaces);
+//   - Publish that returns nil only when the broker acknowledged, an
+//     outbox (optionally durable) while offline, and idempotency keys so a
+//     retry never sends twice;
+//   - TLS that is hard to get wrong, and classified errors for refusals,
+//     TLS failures and timeouts (errors.Is, errors.As).
 //
-// Connect starts the manager (reconnect.go). Each attempt takes the next
-// broker URL, opens a new epoch in the state machine (state.go), and runs
-// paho's Connect, whose open-connection hook (dial.go) resolves the host,
-// dials, performs TLS if the URL asks for it, and wraps the socket in an
-// observer (internal/wire) that reads MQTT fixed headers as they pass. On
-// CONNACK the state becomes connected, and a monitor (health.go) watches
-// what the observer sees: it pings after half a keepalive of silence,
-// reports StateDegraded after three quarters, and closes the socket after a
-// whole keepalive, well within the 1.5 × keepalive a broker allows. A loss
-// moves the state to reconnecting with the error and the next delay, and the
-// manager waits that delay before the next attempt.
+// # Connect and watch
 //
-// # One publish
+//	client, err := steadymqtt.New(
+//		steadymqtt.WithBroker("mqtts://broker.example:8883"),
+//		steadymqtt.WithClientID("gateway-42"),
+//	)
+//	if err != nil {
+//		return err // errors.Is(err, steadymqtt.ErrInvalidOption)
+//	}
+//	defer client.Close(context.Background())
+//	client.OnStateChange(func(ev steadymqtt.Event) {
+//		log.Printf("%s → %s: %v (next attempt in %v)", ev.From, ev.To, ev.Err, ev.Delay)
+//	})
+//	err = client.Connect(ctx) // keeps trying in the background even if ctx ends first
 //
-// Publish (publish.go) validates, and for QoS 1 and 2 puts the message in
-// the outbox (internal/outbox; on disk first with WithDurableOutbox). The
-// sender of the live connection hands outbox messages to paho in order, a
-// window at a time; the connection's ack tracker sees each PUBACK / PUBCOMP
-// go by, and only then does the message leave the outbox and Publish return
-// nil. A message in flight when the connection drops goes back to its
-// place and is sent on the next connection.
+// State and Health are cheap enough for a health probe at any rate;
+// LivenessHandler and ReadinessHandler serve them over HTTP.
 //
-// # Where it leaves from
+// # Publish
 //
-// With WithInterfaces (ipselect.go) every attempt binds to the first usable
-// interface from the current preference position, and a watcher drops the
-// connection as soon as that interface or its address goes away, or a more
-// preferred one has been usable for the fail-back period.
+//	err := client.Publish(ctx, "gateways/42/telemetry", payload,
+//		steadymqtt.WithQoS(1), steadymqtt.WithIdempotencyKey(reading.ID))
 //
-// # States and events
+// A nil error means the broker acknowledged the message. If ctx ends first
+// the message stays queued, and a retry with the same key waits for that
+// same send instead of sending again.
 //
-// The state machine is the only place where the state changes; every change
-// is an Event with a strictly increasing Seq, delivered to each subscriber
-// (OnStateChange, Watch) in order on its own goroutine. A subscriber that
-// lags loses its oldest pending events, never the latest, and the next event
-// it gets says how many it missed (Event.Dropped). A failed attempt that
-// does not change the state is still reported, with From == To.
+// # Subscribe
+//
+//	err := client.Subscribe(ctx, "gateways/42/commands/#", 1, func(m steadymqtt.Message) {
+//		handle(m.Topic, m.Payload) // on the subscription's own goroutine
+//	})
+//
+// Subscriptions are restored after every reconnect in which the broker lost
+// the session. Message events (a handler that fell behind, a poison
+// message) reach OnEvent and Watch.
+//
+// ARCHITECTURE.md in the repository traces one connection attempt and one
+// publish through the internal packages.
 package steadymqtt

@@ -115,7 +115,12 @@ func TestDurableOutboxSurvivesSIGKILL(t *testing.T) {
 	require.NoError(t, cmd.Wait())
 
 	require.Eventually(t, func() bool { return k.n.Load() >= 10 }, 5*time.Second, 10*time.Millisecond)
-	time.Sleep(200 * time.Millisecond)
+	// The drain process has exited, its sends all acknowledged: a marker
+	// published now reaches the subscriber after anything it sent.
+	marker := newClient(t, WithBroker(b.URL()))
+	connect(t, marker)
+	fence(t, marker, "crash/t")
+	require.Eventually(t, func() bool { return k.has("fence") }, 5*time.Second, 10*time.Millisecond)
 	got := map[string]int{}
 	for _, p := range k.payloads() {
 		got[p]++
@@ -124,5 +129,6 @@ func TestDurableOutboxSurvivesSIGKILL(t *testing.T) {
 		require.Equal(t, 1, got["queued-"+strconv.Itoa(i)], "queued-%d: %v", i, got)
 		require.Zero(t, got["acked-"+strconv.Itoa(i)], "an acknowledged message was sent again")
 	}
+	delete(got, "fence")
 	require.Len(t, got, 10)
 }

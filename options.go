@@ -36,6 +36,20 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultStableAfter    = 30 * time.Second
 	DefaultEventBuffer    = 16
+	// DefaultFailback is how long a more preferred interface must stay
+	// usable before the client moves back to it.
+	DefaultFailback = 30 * time.Second
+)
+
+// Defaults of the outbox, the publish path and the subscriptions.
+const (
+	DefaultOutboxCount    = 1000
+	DefaultOutboxBytes    = 16 << 20
+	DefaultInFlight       = 32
+	DefaultKeyWindow      = 10 * time.Minute
+	DefaultKeyCount       = 10000
+	DefaultPoisonAfter    = 3
+	DefaultHandlerBacklog = 256
 )
 
 type config struct {

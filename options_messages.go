@@ -6,17 +6,6 @@ import (
 
 // Options of the outbox, the publish path and the subscriptions.
 
-// Publish options of the client.
-const (
-	DefaultOutboxCount    = 1000
-	DefaultOutboxBytes    = 16 << 20
-	DefaultInFlight       = 32
-	DefaultKeyWindow      = 10 * time.Minute
-	DefaultKeyCount       = 10000
-	DefaultPoisonAfter    = 3
-	DefaultHandlerBacklog = 256
-)
-
 // WithOutboxLimit bounds the messages waiting to be sent or acknowledged,
 // by count and by bytes (topic, payload and key). Default 1000 messages,
 // 16 MiB. A full outbox rejects the next Publish with ErrOutboxFull, or

@@ -25,10 +25,6 @@ const (
 	FamilyIPv6 = netpick.FamilyIPv6
 )
 
-// DefaultFailback is how long a more preferred interface must stay usable
-// before the client moves back to it.
-const DefaultFailback = 30 * time.Second
-
 // WithInterfaces binds the connection to network interfaces in order of
 // preference: each attempt uses the first usable one from the current
 // position, a failed attempt moves on to the next, and the client returns to

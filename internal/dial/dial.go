@@ -56,15 +56,33 @@ func IsTLS(u *url.URL) bool {
 
 // Dial opens t's transport. Host names are resolved here, at every
 // attempt, so a broker that moved is found again.
+// A dial that ran out of time matches errs.ConnectTimeout, whichever layer
+// it was in.
 func Dial(ctx context.Context, t Target) (net.Conn, error) {
+	var (
+		conn net.Conn
+		err  error
+	)
 	switch t.URL.Scheme {
 	case "ws", "wss":
-		return dialWebSocket(ctx, t)
+		conn, err = dialWebSocket(ctx, t)
 	case "ssl", "tls", "mqtts":
-		return dialTLS(ctx, t, t.URL.Host)
+		conn, err = dialTLS(ctx, t, t.URL.Host)
+	default:
+		conn, err = dialTCP(ctx, t, t.URL.Host)
 	}
-	return dialTCP(ctx, t, t.URL.Host)
+	if err != nil && IsTimeout(err) {
+		err = &timeoutError{err}
+	}
+	return conn, err
 }
+
+// timeoutError marks a dial that ran out of time; its text is the dial's.
+type timeoutError struct{ err error }
+
+func (e *timeoutError) Error() string        { return e.err.Error() }
+func (e *timeoutError) Unwrap() error        { return e.err }
+func (e *timeoutError) Is(target error) bool { return target == errs.ConnectTimeout }
 
 // dialTCP opens the TCP connection of every transport.
 func dialTCP(ctx context.Context, t Target, addr string) (net.Conn, error) {
@@ -86,9 +104,6 @@ func dialTCP(ctx context.Context, t Target, addr string) (net.Conn, error) {
 	}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		if IsTimeout(err) {
-			err = fmt.Errorf("%w: %w", errs.ConnectTimeout, err)
-		}
 		if from != "" {
 			err = classifySource(err, from)
 		}
@@ -112,9 +127,6 @@ func dialTLS(ctx context.Context, t Target, addr string) (net.Conn, error) {
 		_ = conn.Close()
 		if classified := classifyHandshake(err, t.Probe, broker); classified != nil {
 			return nil, classified
-		}
-		if IsTimeout(err) {
-			err = fmt.Errorf("%w: %w", errs.ConnectTimeout, err)
 		}
 		return nil, fmt.Errorf("steadymqtt: %s: TLS handshake: %w", broker, err)
 	}
@@ -164,9 +176,6 @@ func dialWebSocket(ctx context.Context, t Target) (net.Conn, error) {
 		}
 		if resp != nil {
 			return nil, fmt.Errorf("steadymqtt: %s: WebSocket upgrade refused: %s", broker, resp.Status)
-		}
-		if IsTimeout(err) && !errors.Is(err, errs.ConnectTimeout) {
-			err = fmt.Errorf("%w: %w", errs.ConnectTimeout, err)
 		}
 		return nil, fmt.Errorf("steadymqtt: %s: WebSocket: %w", broker, err)
 	}

@@ -92,6 +92,42 @@ func (f *Fake) Advance(d time.Duration) {
 	f.timers = keep
 }
 
+// BlockUntil waits until at least n timers are waiting to fire: a test's
+// way of knowing the code under test has armed its next wait.
+func (f *Fake) BlockUntil(n int) {
+	for {
+		f.mu.Lock()
+		if len(f.timers) >= n {
+			f.mu.Unlock()
+			return
+		}
+		made := f.waiters
+		f.mu.Unlock()
+		<-made
+	}
+}
+
+// AdvanceToNext moves the clock to the earliest waiting timer and fires
+// it (and any other due then). It returns the new time; with no timer
+// waiting it changes nothing.
+func (f *Fake) AdvanceToNext() time.Time {
+	f.mu.Lock()
+	if len(f.timers) == 0 {
+		defer f.mu.Unlock()
+		return f.now
+	}
+	next := f.timers[0].at
+	for _, t := range f.timers[1:] {
+		if t.at.Before(next) {
+			next = t.at
+		}
+	}
+	d := next.Sub(f.now)
+	f.mu.Unlock()
+	f.Advance(d)
+	return f.Now()
+}
+
 // Timers is the number of timers waiting to fire.
 func (f *Fake) Timers() int {
 	f.mu.Lock()

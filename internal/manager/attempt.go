@@ -29,7 +29,7 @@ func (m *Manager) attempt(u *url.URL, ch netpick.Choice, chooseErr error) (engin
 	if err != nil {
 		return nil, nil, err
 	}
-	conn := wire.NewConn(raw, nil)
+	conn := wire.NewConn(raw, m.cfg.Clock.Now)
 	user, pass := m.credentials(u)
 	sess, err := m.cfg.Engine.Connect(ctx, conn, engine.Options{
 		ClientID: m.cfg.ClientID, Username: user, Password: pass,

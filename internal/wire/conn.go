@@ -21,8 +21,6 @@ const (
 // look like a dead link.
 var origin = time.Now()
 
-func mono() int64 { return int64(time.Since(origin)) }
-
 func monoTime(v int64) time.Time {
 	if v == 0 {
 		return time.Time{}
@@ -52,6 +50,7 @@ type Conn struct {
 	rtt       atomic.Int64
 
 	hook func(Dir, Header)
+	now  func() time.Time
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -60,23 +59,26 @@ type Conn struct {
 	ioErr     error // the first error Read or Write returned
 }
 
-// NewConn wraps c. hook, if not nil, is called for every complete packet in
-// either direction, on the reading or writing goroutine: it must be quick.
-func NewConn(c net.Conn, hook func(Dir, Header)) *Conn {
-	w := &Conn{Conn: c, hook: hook, done: make(chan struct{})}
+// NewConn wraps c. now tells the time (nil: time.Now, whose readings carry
+// the monotonic clock); tests give a fake clock's.
+func NewConn(c net.Conn, now func() time.Time) *Conn {
+	if now == nil {
+		now = time.Now
+	}
+	w := &Conn{Conn: c, now: now, done: make(chan struct{})}
 	// The connection counts as alive from the moment it exists; the first
 	// packet received (CONNACK) refines it.
-	now := mono()
-	w.lastRecv.Store(now)
-	w.lastSent.Store(now)
-	w.lastAlive.Store(now)
+	now0 := w.mono()
+	w.lastRecv.Store(now0)
+	w.lastSent.Store(now0)
+	w.lastAlive.Store(now0)
 	return w
 }
 
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.lastAlive.Store(mono()) // a large packet trickling in is progress too
+		c.lastAlive.Store(c.mono()) // a large packet trickling in is progress too
 		c.bytesIn.Add(uint64(n))
 		c.rmu.Lock()
 		c.rp.Feed(p[:n], c.received)
@@ -109,7 +111,7 @@ func (c *Conn) IOErr() error {
 }
 
 func (c *Conn) received(h Header) {
-	now := mono()
+	now := c.mono()
 	c.packetsIn.Add(1)
 	c.lastRecv.Store(now)
 	if h.Type == PINGRESP {
@@ -145,7 +147,7 @@ func (c *Conn) write(p []byte) (int, error) {
 		pings := 0
 		if n > 0 {
 			if total > 0 {
-				c.lastAlive.Store(mono())
+				c.lastAlive.Store(c.mono())
 			}
 			total += n
 			c.bytesOut.Add(uint64(n))
@@ -182,7 +184,7 @@ func (c *Conn) recordPings(chunk []byte) int64 {
 	var mark int64
 	peek.Feed(chunk, func(h Header) {
 		if h.Type == PINGREQ && mark == 0 {
-			now := mono()
+			now := c.mono()
 			if c.pingSent.CompareAndSwap(0, now) {
 				mark = now
 			}
@@ -193,7 +195,7 @@ func (c *Conn) recordPings(chunk []byte) int64 {
 
 func (c *Conn) sent(h Header) {
 	c.packetsOut.Add(1)
-	c.lastSent.Store(mono())
+	c.lastSent.Store(c.mono())
 	if c.hook != nil {
 		c.hook(Sent, h)
 	}
@@ -263,6 +265,10 @@ func (c *Conn) Cause() error {
 // Done is closed once Close has been called.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
+// mono is the time as an offset from origin; never 0 in practice, which
+// marks "none" in the fields that hold it.
+func (c *Conn) mono() int64 { return int64(c.now().Sub(origin)) }
+
 // Observe sets the function called for every complete packet in either
 // direction, on the reading or writing goroutine (it must be quick). It
 // must be called before the connection carries traffic.
@@ -282,7 +288,7 @@ type Stats struct {
 
 // Stats reads the counters without locking.
 func (c *Conn) Stats() Stats {
-	now := mono()
+	now := c.mono()
 	last := c.lastRecv.Load()
 	s := Stats{
 		BytesIn:       c.bytesIn.Load(),

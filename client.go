@@ -71,7 +71,7 @@ func New(opts ...Option) (*Client, error) {
 	}
 	ob, err := outbox.Open(outbox.Config{
 		MaxCount: cfg.outboxCount, MaxBytes: cfg.outboxBytes, Policy: policy,
-		KeyWindow: cfg.keyWindow, KeyCount: cfg.keyCount, Dir: cfg.outboxDir,
+		KeyWindow: cfg.keyWindow, KeyCount: cfg.keyCount, Dir: cfg.outboxDir, Now: cfg.clock.Now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: WithDurableOutbox: %w", ErrInvalidOption, err)

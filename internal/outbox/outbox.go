@@ -96,6 +96,10 @@ type Config struct {
 	KeyWindow time.Duration // how long a settled key is remembered
 	KeyCount  int           // how many settled keys are remembered at most
 	Dir       string        // durable when not empty
+	// Now is the clock of the key window: when a key was settled, and
+	// whether it still is within KeyWindow (also for the keys a durable
+	// outbox loads). nil means time.Now.
+	Now func() time.Time
 }
 
 // Outbox is safe for concurrent use.
@@ -115,6 +119,14 @@ type Outbox struct {
 	closed  bool
 }
 
+// now reads the outbox's clock.
+func (o *Outbox) now() time.Time {
+	if o.cfg.Now != nil {
+		return o.cfg.Now()
+	}
+	return time.Now()
+}
+
 // Open makes an outbox; with cfg.Dir it loads what a previous process left.
 func Open(cfg Config) (*Outbox, error) {
 	o := &Outbox{cfg: cfg, byKey: make(map[string]*Entry), wake: make(chan struct{}, 1),
@@ -129,7 +141,7 @@ func Open(cfg Config) (*Outbox, error) {
 	o.store = st
 	// Oldest first, so that the count bound forgets the oldest.
 	sort.Slice(keys, func(i, j int) bool { return keys[i].at.Before(keys[j].at) })
-	now := time.Now()
+	now := o.now()
 	var stale []string
 	for _, k := range keys {
 		if now.Sub(k.at) >= cfg.KeyWindow {
@@ -173,7 +185,7 @@ func (o *Outbox) Add(m Message) (Added, error) {
 		return res, ErrClosed
 	}
 	if m.Key != "" {
-		if rec, ok := o.keys.get(m.Key, time.Now(), o.cfg.KeyWindow); ok {
+		if rec, ok := o.keys.get(m.Key, o.now(), o.cfg.KeyWindow); ok {
 			o.mu.Unlock()
 			if rec.digest != d {
 				return res, ErrConflict
@@ -375,7 +387,7 @@ func (o *Outbox) settle(e *Entry, outcome error) error {
 	o.evicted = nil
 	o.mu.Unlock()
 
-	now := time.Now()
+	now := o.now()
 	var serr error
 	if o.store != nil {
 		key := ""

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,4 +162,124 @@ func TestNextPrefersStop(t *testing.T) {
 	stop := make(chan struct{})
 	close(stop)
 	require.Nil(t, o.Next(stop), "a closed stop wins over a waiting entry")
+}
+
+// fakeClock is a clock that moves only when told.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// The time limit alone forgets a settled key: with room for many keys, a
+// retry within the window is answered from the key, and the same message
+// after the window is a new message.
+func TestKeyWindowForgetsAfterTimeAlone(t *testing.T) {
+	const window = time.Minute
+	for _, durable := range []bool{false, true} {
+		name := "memory"
+		if durable {
+			name = "durable"
+		}
+		t.Run(name, func(t *testing.T) {
+			clock := newFakeClock()
+			conf := Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: window, KeyCount: 1000, Now: clock.Now}
+			if durable {
+				conf.Dir = t.TempDir()
+			}
+			o, err := Open(conf)
+			require.NoError(t, err)
+			t.Cleanup(func() { _, _ = o.Close(ErrClosed) })
+			m := Message{Topic: "t", Payload: []byte("reading"), QoS: 1, Key: "k"}
+
+			first := add(t, o, m)
+			require.Same(t, first, o.Next(nil))
+			require.NoError(t, o.Ack(first))
+			<-first.Done()
+			require.NoError(t, first.Err())
+			require.Equal(t, 0, o.Len())
+
+			clock.Advance(window - time.Millisecond)
+			r, err := o.Add(m)
+			require.NoError(t, err)
+			require.True(t, r.Settled, "within the window the key is still known")
+			require.NoError(t, r.Prior, "the earlier outcome: delivered")
+			require.Nil(t, r.Entry, "nothing queued for a settled key")
+			require.False(t, r.Joined)
+			require.Equal(t, 0, o.Len(), "nothing queued for a settled key")
+
+			if durable {
+				// The key is on disk with the injected time: a reopened
+				// outbox, still within the window, knows it too.
+				_, err := o.Close(ErrClosed)
+				require.NoError(t, err)
+				o, err = Open(conf)
+				require.NoError(t, err)
+				t.Cleanup(func() { _, _ = o.Close(ErrClosed) })
+				r, err := o.Add(m)
+				require.NoError(t, err)
+				require.True(t, r.Settled, "within the window after a reopen the key is still known")
+				require.Equal(t, 0, o.Len())
+			}
+
+			clock.Advance(2 * time.Millisecond) // the window has passed; no other key was settled
+			r, err = o.Add(m)
+			require.NoError(t, err)
+			require.False(t, r.Settled, "after the window the key is forgotten")
+			require.False(t, r.Joined)
+			require.NotNil(t, r.Entry, "the message is queued again")
+			require.Equal(t, 1, o.Len())
+			again := o.Next(nil)
+			require.Same(t, r.Entry, again)
+			require.Equal(t, m, again.Message)
+			require.NotSame(t, first, again, "a new message, not the settled one")
+			require.Equal(t, 1, again.Sends)
+
+			// Settled again, it is remembered for a new window.
+			require.NoError(t, o.Ack(again))
+			r, err = o.Add(m)
+			require.NoError(t, err)
+			require.True(t, r.Settled)
+		})
+	}
+}
+
+// A durable outbox reopened after the window does not bring the key back.
+func TestDurableKeyWindowAcrossReopen(t *testing.T) {
+	const window = time.Minute
+	clock := newFakeClock()
+	conf := Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: window, KeyCount: 1000, Dir: t.TempDir(), Now: clock.Now}
+	o, err := Open(conf)
+	require.NoError(t, err)
+	m := Message{Topic: "t", Payload: []byte("x"), QoS: 1, Key: "k"}
+	e := add(t, o, m)
+	o.Next(nil)
+	require.NoError(t, o.Ack(e))
+	_, err = o.Close(ErrClosed)
+	require.NoError(t, err)
+
+	clock.Advance(window + time.Millisecond)
+	o, err = Open(conf)
+	require.NoError(t, err)
+	defer o.Close(ErrClosed)
+	r, err := o.Add(m)
+	require.NoError(t, err)
+	require.False(t, r.Settled, "a key older than the window is not loaded")
+	require.NotNil(t, r.Entry)
+	require.Equal(t, 1, o.Len())
 }

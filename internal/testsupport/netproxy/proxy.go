@@ -1,13 +1,19 @@
 // Package netproxy is a loopback TCP proxy that can stop forwarding while
 // keeping every socket open: the half-open link of a dead cellular path,
-// made on demand for tests.
+// made on demand for tests. It follows the MQTT packets that the broker
+// sends, and can drop chosen ones whole (DropFromBroker): a PUBACK lost on
+// the way, say, while everything else still arrives; or put other packets
+// in their place (ReplaceFromBroker).
 package netproxy
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
 // Proxy forwards connections from its own loopback port to a target.
@@ -24,6 +30,83 @@ type Proxy struct {
 	// tap, if set before traffic flows, sees every chunk the client sends,
 	// with the number of the client connection (1, 2, …).
 	tap func(conn int, b []byte)
+
+	hold    atomic.Pointer[holdFunc] // nil: nothing is held
+	observe atomic.Pointer[func(conn int, h wire.Header, dropped bool)]
+	// per packet type, broker → client
+	forwarded, dropped [16]atomic.Int64
+}
+
+// holdFunc says what to forward in place of a whole packet from the
+// broker; nil drops it.
+type holdFunc func(h wire.Header, packet []byte) []byte
+
+// DropFromBroker makes the proxy drop, whole, every packet from the broker
+// whose type (wire.PUBACK, …) f reports true for; the others are
+// forwarded whole. nil forwards everything again. While f is set, each
+// packet from the broker is held until it is complete and then forwarded
+// or dropped, so that the client never sees part of a packet. A packet
+// that was already being forwarded when f was set is forwarded to its end.
+// f runs on the proxy's goroutines.
+func (p *Proxy) DropFromBroker(f func(packetType byte) bool) {
+	if f == nil {
+		p.hold.Store(nil)
+		return
+	}
+	p.ReplaceFromBroker(func(h wire.Header, packet []byte) []byte {
+		if f(h.Type) {
+			return nil
+		}
+		return packet
+	})
+}
+
+// ReplaceFromBroker holds every packet from the broker until it is
+// complete, like DropFromBroker, and forwards what f returns in its place:
+// packet itself, other bytes (a packet of another type, say), or nothing
+// (nil drops it). f must neither keep nor change packet. A packet replaced by other
+// bytes counts as dropped for its own type and as forwarded for the type
+// of the first byte f returned. nil forwards everything again. It takes the
+// place of a DropFromBroker filter, and the other way round.
+func (p *Proxy) ReplaceFromBroker(f func(h wire.Header, packet []byte) []byte) {
+	if f == nil {
+		p.hold.Store(nil)
+		return
+	}
+	hf := holdFunc(f)
+	p.hold.Store(&hf)
+}
+
+// ObserveFromBroker sets a function that sees every complete packet from
+// the broker, with the number of the connection, and whether it was
+// dropped. A forwarded packet is reported before it is written to the
+// client. Blackholed packets are not reported. nil removes it.
+func (p *Proxy) ObserveFromBroker(f func(conn int, h wire.Header, dropped bool)) {
+	if f == nil {
+		p.observe.Store(nil)
+		return
+	}
+	p.observe.Store(&f)
+}
+
+// FromBroker counts the packets of a type that came from the broker on
+// every connection so far: forwarded to the client (counted before the
+// write to the client's socket) and dropped (or replaced) by
+// DropFromBroker or ReplaceFromBroker.
+func (p *Proxy) FromBroker(packetType byte) (forwarded, dropped int) {
+	t := packetType & 0x0f
+	return int(p.forwarded[t].Load()), int(p.dropped[t].Load())
+}
+
+// CutAll closes every connection the proxy carries, as a path that died
+// would (the client sees its socket closed); the proxy keeps listening,
+// so the client can connect again.
+func (p *Proxy) CutAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
 }
 
 // Tap sets a function that sees what clients send, per connection. Set it
@@ -97,12 +180,14 @@ func (p *Proxy) accept() {
 			tap = func(b []byte) { f(n, b) }
 		}
 		p.wg.Add(2)
-		go p.pipe(in, out, tap)
-		go p.pipe(out, in, nil)
+		go p.pipe(in, out, tap, nil)
+		go p.pipe(out, in, nil, &framer{p: p, conn: n})
 	}
 }
 
-func (p *Proxy) pipe(from, to net.Conn, tap func([]byte)) {
+// pipe copies from → to. From the client, tap sees each chunk first; from
+// the broker, the framer decides what of each chunk goes on.
+func (p *Proxy) pipe(from, to net.Conn, tap func([]byte), fr *framer) {
 	defer p.wg.Done()
 	defer func() {
 		_ = from.Close()
@@ -115,16 +200,147 @@ func (p *Proxy) pipe(from, to net.Conn, tap func([]byte)) {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := from.Read(buf)
-		if n > 0 && !p.blackhole.Load() {
-			if tap != nil {
-				tap(buf[:n])
+		if n > 0 {
+			out := buf[:n]
+			switch {
+			case fr != nil:
+				out = fr.next(out, p.blackhole.Load())
+			case p.blackhole.Load():
+				out = nil
 			}
-			if _, werr := to.Write(buf[:n]); werr != nil {
-				return
+			if len(out) > 0 {
+				if tap != nil {
+					tap(out)
+				}
+				if _, werr := to.Write(out); werr != nil {
+					return
+				}
 			}
 		}
 		if err != nil {
 			return
 		}
+	}
+}
+
+// A packet from the broker is, from its first byte to its last, one of:
+const (
+	streamed  = iota // forwarded as its bytes come (no filter was set when it began)
+	held             // kept until complete, then forwarded or dropped whole
+	swallowed        // it began in a blackholed chunk
+)
+
+// framer follows the packets of one broker → client stream. Every byte of
+// the stream goes through its parser, blackholed ones too, so that the
+// packet boundaries stay known whatever was forwarded.
+type framer struct {
+	p    *Proxy
+	conn int
+	ps   wire.Parser
+	mode int    // of the packet in progress
+	hold []byte // its bytes so far, when held
+	out  []byte
+	raw  bool // the stream stopped looking like MQTT: bytes go on as they come
+	done func(wire.Header)
+}
+
+// next takes a chunk read from the broker and returns what to write to the
+// client now; the result is valid until the next call.
+func (f *framer) next(chunk []byte, blackhole bool) []byte {
+	switch {
+	case f.raw && blackhole:
+		return nil
+	case f.raw:
+		return chunk
+	case blackhole:
+		// The chunk goes nowhere, and a packet held so far with it. The
+		// rest of a packet it cut is forwarded once the blackhole is off,
+		// as the proxy always did.
+		f.mode, f.hold = swallowed, f.hold[:0]
+		f.feedAll(chunk, swallowed)
+		return nil
+	case f.p.hold.Load() == nil && f.mode != held:
+		// Nothing to drop: the chunk goes on as it is.
+		f.feedAll(chunk, streamed)
+		return chunk
+	}
+	if f.done == nil {
+		f.done = f.complete
+	}
+	f.out = f.out[:0]
+	for i := range chunk {
+		if f.ps.AtBoundary() {
+			f.mode = streamed
+			if f.p.hold.Load() != nil {
+				f.mode = held
+			}
+		}
+		b := chunk[i : i+1]
+		if f.mode == held {
+			f.hold = append(f.hold, b...)
+		} else {
+			f.out = append(f.out, b...)
+		}
+		f.ps.Feed(b, f.done)
+		if f.ps.Lost() {
+			// Not MQTT any more: hand over what was held, and stop framing.
+			f.raw = true
+			f.out = append(f.out, f.hold...)
+			f.hold = f.hold[:0]
+			f.out = append(f.out, chunk[i+1:]...)
+			break
+		}
+	}
+	return f.out
+}
+
+// feedAll runs a whole chunk through the parser; the packets that begin in
+// it get mode. It never completes a held packet: the caller made sure
+// none is in progress.
+func (f *framer) feedAll(chunk []byte, mode int) {
+	if f.ps.AtBoundary() {
+		f.mode = mode
+	}
+	f.ps.Feed(chunk, func(h wire.Header) {
+		f.complete(h)
+		f.mode = mode
+	})
+	if f.ps.Lost() {
+		f.raw = true
+	}
+}
+
+// complete settles the packet in progress, now whole.
+func (f *framer) complete(h wire.Header) {
+	t := h.Type & 0x0f
+	switch f.mode {
+	case streamed:
+		f.p.forwarded[t].Add(1)
+		f.report(h, false)
+	case held:
+		out := f.hold
+		if hf := f.p.hold.Load(); hf != nil {
+			out = (*hf)(h, f.hold)
+		}
+		switch {
+		case len(out) == 0:
+			f.p.dropped[t].Add(1)
+			f.report(h, true)
+		case bytes.Equal(out, f.hold):
+			f.p.forwarded[t].Add(1) // counted before the write to the client
+			f.report(h, false)
+		default:
+			f.p.dropped[t].Add(1)
+			f.p.forwarded[out[0]>>4].Add(1)
+			f.report(h, true)
+		}
+		f.out = append(f.out, out...)
+		f.hold = f.hold[:0]
+	}
+}
+
+func (f *framer) report(h wire.Header, dropped bool) {
+	if o := f.p.observe.Load(); o != nil {
+		(*o)(f.conn, h, dropped)
 	}
 }

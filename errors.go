@@ -17,6 +17,9 @@ var (
 	ErrInvalidOption = errs.InvalidOption
 	// ErrInvalidTopic is returned for a topic or filter that MQTT forbids.
 	ErrInvalidTopic = errs.InvalidTopic
+	// ErrSubscriptionRefused is returned by Subscribe when the broker
+	// refused the filter (SUBACK failure code); it is not registered.
+	ErrSubscriptionRefused = errs.SubscriptionRefused
 )
 
 // Connection refusals: a *ConnectRefusedError matches ErrRefused and the

@@ -86,3 +86,15 @@ func TestDefaults(t *testing.T) {
 	require.NoError(t, c.Close(t.Context()))
 	require.Equal(t, StateClosed, c.State())
 }
+
+func TestStableClientID(t *testing.T) {
+	a, err := StableClientID("gateway")
+	require.NoError(t, err)
+	b, err := StableClientID("gateway")
+	require.NoError(t, err)
+	c, err := StableClientID("gateway-replica-2")
+	require.NoError(t, err)
+	require.Equal(t, a, b, "the same on every call")
+	require.Regexp(t, `^gateway-[0-9a-f]{16}$`, a)
+	require.NotEqual(t, a[len("gateway-"):], c[len("gateway-replica-2-"):], "a prefix of its own gives an ID of its own")
+}

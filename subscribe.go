@@ -2,6 +2,7 @@ package steadymqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/steadymqtt/steadymqtt/internal/engine"
@@ -27,11 +28,19 @@ type Message struct {
 type MessageHandler func(Message)
 
 // Subscribe registers h for filter and, when connected, subscribes at the
-// broker and waits for its SUBACK. While disconnected the subscription is
-// only registered and nil is returned: it is made at the next connection.
-// The registry survives reconnects; a filter subscribed again replaces its
-// handler. Shared subscriptions ($share/group/filter) are accepted; their
-// messages arrive with the plain topic.
+// broker and waits for its SUBACK. The registry survives reconnects: the
+// subscription is made again whenever the broker lost the session. A
+// filter subscribed again replaces its handler. Shared subscriptions
+// ($share/group/filter) are accepted; their messages arrive with the plain
+// topic.
+//
+// What it returns says what happened to the subscription: nil once it is
+// registered and either granted by the broker or, with no connection up
+// (or one lost before the SUBACK), to be made at the next connection. An
+// error means it is not registered (ErrInvalidTopic, ErrInvalidOption,
+// ErrClosed, or ErrSubscriptionRefused when the broker refused it), except
+// for ctx's own error: then the caller stopped waiting, and, as with a
+// Publish whose ctx ended, the subscription stands and is made.
 func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h MessageHandler) error {
 	if _, err := topic.ValidateFilter(filter); err != nil {
 		return err
@@ -55,7 +64,18 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 	if sess == nil || !c.State().Up() {
 		return nil // made at the next connection
 	}
-	return c.subs.Subscribe(ctx, sess, filter)
+	switch err := c.subs.Subscribe(ctx, sess, filter); {
+	case errors.Is(err, ErrSubscriptionRefused):
+		c.subs.Forget(filter)
+		return err
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		// Granted, or the connection went before the SUBACK came: the
+		// registry makes it on the next one (the broker's session, if it
+		// kept one, holds it already or gets it then).
+		return nil
+	}
 }
 
 // GrantedQoS returns the QoS the broker granted for filter (brokers may
@@ -64,8 +84,13 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 func (c *Client) GrantedQoS(filter string) (byte, bool) { return c.subs.Granted(filter) }
 
 // Unsubscribe removes filters from the registry and, when connected, from
-// the broker. Messages already received for them are still handed to
-// their handlers.
+// the broker, waiting for its UNSUBACK. Messages already received for them
+// are still handed to their handlers. If there is no connection, or it is
+// lost before the UNSUBACK, a broker that kept the session is told at the
+// next connection, and Unsubscribe returns nil: the filters are gone from
+// the registry either way. It returns an error only for an invalid filter,
+// a closed client, or ctx's own error (the caller stopped waiting; the
+// broker is still told).
 func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	for _, f := range filters {
 		if _, err := topic.ValidateFilter(f); err != nil {
@@ -75,13 +100,20 @@ func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	up := c.State().Up()
-	if err := c.subs.Remove(filters, !up); err != nil {
+	rm, err := c.subs.Remove(filters)
+	if err != nil {
 		return err
 	}
 	sess := c.liveSession()
-	if !up || sess == nil || len(filters) == 0 {
-		return nil // told to the broker at the next connection, if it kept the session
+	if sess == nil || !c.State().Up() || len(filters) == 0 {
+		return nil // told at the next connection, if the broker kept the session
 	}
-	return sess.Unsubscribe(ctx, filters...)
+	if err := sess.Unsubscribe(ctx, filters...); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return nil // lost before the UNSUBACK: told at the next connection
+	}
+	c.subs.Confirm(rm, filters)
+	return nil
 }

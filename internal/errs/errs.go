@@ -18,6 +18,8 @@ var (
 	InvalidTopic  = errors.New("steadymqtt: invalid topic")
 	NotAuthorized = errors.New("steadymqtt: not authorized")
 	InvalidOption = errors.New("steadymqtt: invalid option")
+	// SubscriptionRefused: the broker answered a SUBSCRIBE with a failure.
+	SubscriptionRefused = errors.New("steadymqtt: subscription refused by the broker")
 )
 
 // CONNACK refusals.

@@ -50,14 +50,15 @@ type Registry struct {
 	cfg     Config
 	mu      sync.Mutex
 	subs    map[string]*subscription
-	dropped map[string]struct{}
+	dropped map[string]uint64 // filter → the removal it stems from
+	removal uint64
 	stopped bool
 	workers sync.WaitGroup
 }
 
 // New returns an empty registry.
 func New(cfg Config) *Registry {
-	return &Registry{cfg: cfg, subs: make(map[string]*subscription), dropped: make(map[string]struct{})}
+	return &Registry{cfg: cfg, subs: make(map[string]*subscription), dropped: make(map[string]uint64)}
 }
 
 // Add registers h for filter, replacing the handler of a filter that was
@@ -78,30 +79,69 @@ func (r *Registry) Add(filter string, qos byte, h func(engine.Message)) error {
 		close(old.queue) // its worker finishes what it has, then ends
 	}
 	r.subs[filter] = s
-	delete(r.dropped, filter)
+	delete(r.dropped, filter) // subscribed again: the SUBSCRIBE replaces any pending UNSUBSCRIBE
 	r.workers.Add(1)
 	go r.work(s)
 	return nil
 }
 
-// Remove takes filters out of the registry. With later, the broker is told
-// at the next connection if it kept the session.
-func (r *Registry) Remove(filters []string, later bool) error {
+// Removal names one call of Remove, for Confirm.
+type Removal uint64
+
+// Remove takes filters out of the registry. Until Confirm says the broker
+// acknowledged the UNSUBSCRIBE, each stays on the list told to a broker
+// that kept the session at the next connection: an UNSUBSCRIBE that a
+// loss overtook is not lost.
+func (r *Registry) Remove(filters []string) (Removal, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
-		return errs.Closed
+		return 0, errs.Closed
 	}
+	r.removal++
 	for _, f := range filters {
 		if s, ok := r.subs[f]; ok {
 			close(s.queue)
 			delete(r.subs, f)
 		}
-		if later {
-			r.dropped[f] = struct{}{}
+		r.dropped[f] = r.removal
+	}
+	return Removal(r.removal), nil
+}
+
+// Confirm records that the broker acknowledged the UNSUBSCRIBE of filters
+// sent for removal rm. A filter removed again since stays on the list
+// until its own UNSUBSCRIBE is acknowledged.
+func (r *Registry) Confirm(rm Removal, filters []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range filters {
+		if r.dropped[f] == uint64(rm) {
+			delete(r.dropped, f)
 		}
 	}
-	return nil
+}
+
+// confirmUpTo is Confirm for every removal up to rm.
+func (r *Registry) confirmUpTo(rm Removal, filters []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range filters {
+		if g, ok := r.dropped[f]; ok && g <= uint64(rm) {
+			delete(r.dropped, f)
+		}
+	}
+}
+
+// Forget takes filter out of the registry without telling the broker: it
+// refused the subscription.
+func (r *Registry) Forget(filter string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.subs[filter]; ok {
+		close(s.queue)
+		delete(r.subs, filter)
+	}
 }
 
 func (r *Registry) work(s *subscription) {
@@ -198,12 +238,14 @@ func (r *Registry) Sync(ctx context.Context, sess engine.Session, sessionPresent
 		}
 	}
 	var drop []string
+	rm := Removal(r.removal)
 	if sessionPresent {
 		for f := range r.dropped {
 			drop = append(drop, f)
 		}
+	} else {
+		clear(r.dropped) // the broker lost them with the session
 	}
-	clear(r.dropped)
 	r.mu.Unlock()
 
 	for _, s := range todo {
@@ -216,7 +258,9 @@ func (r *Registry) Sync(ctx context.Context, sess engine.Session, sessionPresent
 	if len(drop) > 0 {
 		uctx, cancel := context.WithTimeout(ctx, r.cfg.RestoreTimeout)
 		if err := sess.Unsubscribe(uctx, drop...); err != nil {
-			r.cfg.Warn("unsubscribing what was dropped while offline failed", drop, err)
+			r.cfg.Warn("unsubscribing what was dropped while offline failed; told again at the next connection", drop, err)
+		} else {
+			r.confirmUpTo(rm, drop)
 		}
 		cancel()
 	}

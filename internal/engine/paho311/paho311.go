@@ -155,7 +155,7 @@ func (s *session) Subscribe(ctx context.Context, filter string, qos byte) (byte,
 		}
 	}
 	if granted == 0x80 {
-		return granted, fmt.Errorf("refused by the broker (SUBACK 0x80)")
+		return granted, fmt.Errorf("%w (SUBACK 0x80)", errs.SubscriptionRefused)
 	}
 	return granted, nil
 }

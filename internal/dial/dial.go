@@ -182,6 +182,21 @@ func dialWebSocket(ctx context.Context, t Target) (net.Conn, error) {
 	return wsconn.New(ws), nil
 }
 
+// Socket returns the TCP connection under c, through the TLS and
+// WebSocket layers Dial may have put on it.
+func Socket(c net.Conn) net.Conn {
+	for {
+		switch v := c.(type) {
+		case *tls.Conn:
+			c = v.NetConn()
+		case *wsconn.Conn:
+			c = v.NetConn()
+		default:
+			return c
+		}
+	}
+}
+
 // IsTimeout covers both ways a dial runs out of time: the context's
 // deadline, and the socket deadline the dialer derives from it.
 func IsTimeout(err error) bool {

@@ -17,7 +17,15 @@
 //     gets almost half a keepalive.
 //
 // Silence is judged by progress, not by packets alone: bytes trickling in,
-// or a long write that the kernel keeps taking, count as signs of life.
+// a long write that the kernel keeps taking, and, where the kernel tells
+// (Config.Upload), the peer acknowledging the bytes of an upload count as
+// signs of life. A PINGREQ waits behind an upload; a link whose peer keeps
+// acknowledging it is alive however long it takes, and one whose peer
+// acknowledges nothing is dead on the usual schedule.
+//
+// While degraded, the monitor pings every quarter keepalive whatever the
+// traffic, so that a link that recovered under load is seen to have
+// recovered: a busy link would otherwise never be measured again.
 package keepalive
 
 import (
@@ -27,6 +35,7 @@ import (
 
 	"github.com/steadymqtt/steadymqtt/internal/clock"
 	"github.com/steadymqtt/steadymqtt/internal/errs"
+	"github.com/steadymqtt/steadymqtt/internal/tcpstat"
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
@@ -45,7 +54,16 @@ type Config struct {
 	KeepAlive   time.Duration
 	DegradedRTT time.Duration // 0: only an overdue answer degrades
 	Clock       clock.Clock   // nil: the system clock
+	// Upload reads the kernel's view of the socket (tcpstat.Read); nil, or
+	// false from it, where the system cannot tell.
+	Upload func() (tcpstat.Stat, bool)
 }
+
+// uploading is how many bytes must wait in the send queue for their
+// acknowledgement to count as the peer's sign of life: more than a
+// PINGREQ or a PUBACK, which a broker's kernel acknowledges even when the
+// broker itself hangs.
+const uploading = 64
 
 // Run watches conn until it closes or stop is closed. degrade is called
 // with the reason whenever the link looks degraded, and with nil when it
@@ -61,35 +79,67 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 	// The floor keeps a busy writer (ErrBusy) from spinning the loop; the
 	// ceiling bounds how stale a decision can be.
 	floor, ceiling := ka/40, ka/4
+	var (
+		up      tcpstat.Stat
+		upOK    bool
+		ackedAt time.Time // last time the peer acknowledged upload bytes
+		wasDegr bool
+		// last PINGREQ sent to measure a degraded link again
+		rechecked = clk.Now()
+	)
+	polled := clk.Now()
+	if cfg.Upload != nil {
+		up, upOK = cfg.Upload()
+	}
 	for {
+		now := clk.Now()
 		s := conn.Stats()
-		if s.SinceAlive >= deadAfter {
+		if cfg.Upload != nil {
+			st, ok := cfg.Upload()
+			if ok && upOK && st.Acked > up.Acked && up.Queued > uploading {
+				// Acknowledged some time since the last poll: counting from
+				// that poll keeps the deadline on the safe side.
+				ackedAt = polled
+			}
+			up, upOK = st, ok
+		}
+		polled = now
+		silence := s.SinceAlive
+		if !ackedAt.IsZero() {
+			silence = min(silence, now.Sub(ackedAt))
+		}
+		if silence >= deadAfter {
 			_ = conn.CloseWithError(fmt.Errorf("%w: nothing received from the broker for %v (keepalive %v)",
-				errs.KeepaliveTimeout, s.SinceAlive.Round(time.Millisecond), ka))
+				errs.KeepaliveTimeout, silence.Round(time.Millisecond), ka))
 			return
 		}
 		idle := max(s.SinceReceived, s.SinceSent)
-		if idle >= pingAfter {
+		recheck := wasDegr && now.Sub(rechecked) >= ceiling && s.PingOutstanding == 0
+		if idle >= pingAfter || recheck {
 			if err := conn.SendPing(ka / 4); err != nil && !errors.Is(err, wire.ErrBusy) {
 				_ = conn.CloseWithError(fmt.Errorf("%w: sending PINGREQ: %w", errs.KeepaliveTimeout, err))
 				return
+			}
+			if recheck {
+				rechecked = now
 			}
 			s = conn.Stats()
 			idle = max(s.SinceReceived, s.SinceSent)
 		}
 		var why error
 		switch {
-		case s.SinceAlive >= degradedAfter:
+		case silence >= degradedAfter:
 			why = fmt.Errorf("%w: keepalive answer overdue, nothing received for %v",
-				errs.Degraded, s.SinceAlive.Round(time.Millisecond))
+				errs.Degraded, silence.Round(time.Millisecond))
 		case cfg.DegradedRTT > 0 && s.RTT > cfg.DegradedRTT:
 			why = fmt.Errorf("%w: keepalive round trip %v above the %v threshold", errs.Degraded, s.RTT, cfg.DegradedRTT)
 		}
 		degrade(why)
+		wasDegr = why != nil
 
-		next := min(deadAfter-s.SinceAlive, ceiling)
-		if why == nil && s.SinceAlive < degradedAfter {
-			next = min(next, degradedAfter-s.SinceAlive)
+		next := min(deadAfter-silence, ceiling)
+		if why == nil && silence < degradedAfter {
+			next = min(next, degradedAfter-silence)
 		}
 		if idle < pingAfter {
 			next = min(next, pingAfter-idle)

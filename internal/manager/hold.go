@@ -7,9 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/steadymqtt/steadymqtt/internal/dial"
 	"github.com/steadymqtt/steadymqtt/internal/engine"
 	"github.com/steadymqtt/steadymqtt/internal/keepalive"
 	"github.com/steadymqtt/steadymqtt/internal/netpick"
+	"github.com/steadymqtt/steadymqtt/internal/tcpstat"
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
@@ -27,11 +29,15 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		close(end)
 		wg.Wait()
 	}()
+	sock := dial.Socket(conn.Conn)
+	ka := keepalive.Config{
+		KeepAlive: m.cfg.KeepAlive, DegradedRTT: m.cfg.DegradedRTT, Clock: m.cfg.Clock,
+		Upload: func() (tcpstat.Stat, bool) { return tcpstat.Read(sock) },
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		keepalive.Run(keepalive.Config{KeepAlive: m.cfg.KeepAlive, DegradedRTT: m.cfg.DegradedRTT, Clock: m.cfg.Clock},
-			conn, func(why error) { m.hooks.Degrade(epoch, why) }, end)
+		keepalive.Run(ka, conn, func(why error) { m.hooks.Degrade(epoch, why) }, end)
 	}()
 	if m.cfg.Picker.Watches() {
 		wg.Add(1)

@@ -74,3 +74,6 @@ func (c *Conn) SetDeadline(t time.Time) error {
 }
 func (c *Conn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+
+// NetConn is the connection the WebSocket runs over.
+func (c *Conn) NetConn() net.Conn { return c.ws.NetConn() }

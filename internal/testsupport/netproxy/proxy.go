@@ -31,6 +31,11 @@ type Proxy struct {
 	// with the number of the client connection (1, 2, …).
 	tap func(conn int, b []byte)
 
+	// Shaping, for slow and stalled links.
+	rate   atomic.Int64 // client → broker bytes per second; 0: as fast as it comes
+	delay  atomic.Int64 // broker → client one-way delay, ns
+	frozen atomic.Bool  // neither direction reads or forwards
+
 	hold    atomic.Pointer[holdFunc] // nil: nothing is held
 	observe atomic.Pointer[func(conn int, h wire.Header, dropped bool)]
 	// per packet type, broker → client
@@ -139,6 +144,21 @@ func (p *Proxy) URL() string { return "tcp://" + p.Addr() }
 // if true) while the sockets stay open; false forwards again.
 func (p *Proxy) Blackhole(on bool) { p.blackhole.Store(on) }
 
+// Throttle limits what the proxy forwards from clients to the broker to
+// bytesPerSecond (an LTE uplink, say); 0 lifts the limit. The proxy reads
+// no faster than that, so the client's TCP sees the broker's side
+// acknowledge its bytes at that pace.
+func (p *Proxy) Throttle(bytesPerSecond int) { p.rate.Store(int64(bytesPerSecond)) }
+
+// DelayFromBroker holds every chunk from the broker for d before it goes to
+// the client: a round trip longer by d. 0 forwards at once again.
+func (p *Proxy) DelayFromBroker(d time.Duration) { p.delay.Store(int64(d)) }
+
+// Freeze stops the proxy reading and forwarding in both directions while
+// on, with every socket kept open: a path that went dead mid-transfer. The
+// client's TCP then sees nothing acknowledged once the buffers are full.
+func (p *Proxy) Freeze(on bool) { p.frozen.Store(on) }
+
 // Close stops listening and closes every connection.
 func (p *Proxy) Close() error {
 	err := p.l.Close()
@@ -181,7 +201,7 @@ func (p *Proxy) accept() {
 		}
 		p.wg.Add(2)
 		go p.pipe(in, out, tap, nil)
-		go p.pipe(out, in, nil, &framer{p: p, conn: n})
+		go p.pipe(out, newDelayed(in, p), nil, &framer{p: p, conn: n})
 	}
 }
 
@@ -199,7 +219,17 @@ func (p *Proxy) pipe(from, to net.Conn, tap func([]byte), fr *framer) {
 	}()
 	buf := make([]byte, 32*1024)
 	for {
-		n, err := from.Read(buf)
+		p.waitThawed(from)
+		chunk := buf
+		if r := p.rate.Load(); r > 0 && fr == nil {
+			// A twentieth of a second's worth per read, then the wait
+			// that keeps the pace.
+			chunk = buf[:max(min(int(r/20), len(buf)), 1)]
+		}
+		n, err := from.Read(chunk)
+		if r := p.rate.Load(); r > 0 && fr == nil && n > 0 {
+			time.Sleep(time.Duration(int64(n) * int64(time.Second) / r))
+		}
 		if n > 0 {
 			out := buf[:n]
 			switch {
@@ -221,6 +251,77 @@ func (p *Proxy) pipe(from, to net.Conn, tap func([]byte), fr *framer) {
 			return
 		}
 	}
+}
+
+// waitThawed returns once the proxy is not frozen (or c is closed).
+func (p *Proxy) waitThawed(c net.Conn) {
+	for p.frozen.Load() {
+		time.Sleep(5 * time.Millisecond)
+		p.mu.Lock()
+		_, open := p.conns[c]
+		p.mu.Unlock()
+		if !open {
+			return
+		}
+	}
+}
+
+// delayed writes to the client what the broker sent, each chunk after the
+// proxy's delay from when it was read.
+type delayed struct {
+	net.Conn
+	p     *Proxy
+	queue chan timedChunk
+	done  chan struct{}
+	once  sync.Once
+	err   atomic.Pointer[error]
+}
+
+type timedChunk struct {
+	at time.Time
+	b  []byte
+}
+
+func newDelayed(c net.Conn, p *Proxy) *delayed {
+	d := &delayed{Conn: c, p: p, queue: make(chan timedChunk, 1024), done: make(chan struct{})}
+	go d.run()
+	return d
+}
+
+func (d *delayed) Write(b []byte) (int, error) {
+	if e := d.err.Load(); e != nil {
+		return 0, *e
+	}
+	lag := time.Duration(d.p.delay.Load())
+	if lag <= 0 && len(d.queue) == 0 {
+		return d.Conn.Write(b)
+	}
+	select {
+	case d.queue <- timedChunk{at: time.Now().Add(lag), b: bytes.Clone(b)}:
+		return len(b), nil
+	case <-d.done:
+		return 0, net.ErrClosed
+	}
+}
+
+func (d *delayed) run() {
+	for {
+		select {
+		case c := <-d.queue:
+			time.Sleep(time.Until(c.at))
+			if _, err := d.Conn.Write(c.b); err != nil {
+				d.err.Store(&err)
+				return
+			}
+		case <-d.done:
+			return
+		}
+	}
+}
+
+func (d *delayed) Close() error {
+	d.once.Do(func() { close(d.done) })
+	return d.Conn.Close()
 }
 
 // A packet from the broker is, from its first byte to its last, one of:

@@ -73,20 +73,18 @@ type Event struct {
 //
 // Subscribe before Connect to see every event.
 func (c *Client) OnStateChange(fn func(Event)) (cancel func()) {
-	return c.subscribeEvents(func(ev Event) {
-		if ev.Kind == KindState {
-			fn(ev)
-		}
-	})
+	// Filtered before the mailbox: a storm of message events can neither
+	// push a state change out nor count as missed.
+	return c.subscribeEvents(func(ev Event) bool { return ev.Kind == KindState }, fn)
 }
 
 // OnEvent is OnStateChange for events of every kind: state changes and
 // failed attempts, and the messages the client could not deliver
 // (KindMessageDropped, KindPoisonMessage, KindHandlerOverflow).
-func (c *Client) OnEvent(fn func(Event)) (cancel func()) { return c.subscribeEvents(fn) }
+func (c *Client) OnEvent(fn func(Event)) (cancel func()) { return c.subscribeEvents(nil, fn) }
 
-func (c *Client) subscribeEvents(fn func(Event)) (cancel func()) {
-	return c.bus.Subscribe(func(ev Event, dropped int, _ <-chan struct{}) bool {
+func (c *Client) subscribeEvents(want func(Event) bool, fn func(Event)) (cancel func()) {
+	return c.bus.SubscribeWhere(want, func(ev Event, dropped int, _ <-chan struct{}) bool {
 		ev.Dropped = dropped
 		fn(ev)
 		return true

@@ -47,6 +47,7 @@ type sub[T any] struct {
 	wake    chan struct{}
 	abort   chan struct{} // closed to make the goroutine leave at once
 	aborted sync.Once
+	want    func(T) bool // nil: every value
 	deliver Deliver[T]
 	onExit  func()
 }
@@ -55,9 +56,18 @@ type sub[T any] struct {
 // subscriber's goroutine when it ends. The returned cancel is safe to call
 // more than once and from inside deliver; it does not wait.
 func (b *Bus[T]) Subscribe(deliver Deliver[T], onExit func()) (cancel func()) {
+	return b.SubscribeWhere(nil, deliver, onExit)
+}
+
+// SubscribeWhere is Subscribe for the values want reports true for. The
+// others never enter the subscriber's mailbox, so they can neither push a
+// wanted value out of it nor count as dropped. want runs in Publish, under
+// the bus's lock: it must be quick and must not call the bus.
+func (b *Bus[T]) SubscribeWhere(want func(T) bool, deliver Deliver[T], onExit func()) (cancel func()) {
 	s := &sub[T]{
 		wake:    make(chan struct{}, 1),
 		abort:   make(chan struct{}),
+		want:    want,
 		deliver: deliver,
 		onExit:  onExit,
 	}
@@ -94,6 +104,9 @@ func (s *sub[T]) cancel() {
 }
 
 func (s *sub[T]) push(v T, size int) {
+	if s.want != nil && !s.want(v) {
+		return
+	}
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()

@@ -98,3 +98,33 @@ func TestCancelStopsDeliveries(t *testing.T) {
 	require.NoError(t, b.Close(context.Background()))
 	require.LessOrEqual(t, n, 1)
 }
+
+// Values a subscriber does not want never take a place in its mailbox:
+// a flood of them cannot push out a wanted one or count as dropped.
+func TestUnwantedValuesNeverCrowdOutWantedOnes(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	b := New[int](2, nil)
+	release, blocked := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var got, dropped []int
+	b.SubscribeWhere(func(v int) bool { return v%100 == 0 }, func(v, d int, _ <-chan struct{}) bool {
+		if v == 0 {
+			close(blocked)
+			<-release
+		}
+		mu.Lock()
+		got, dropped = append(got, v), append(dropped, d)
+		mu.Unlock()
+		return true
+	}, nil)
+	b.Publish(0)
+	<-blocked
+	b.Publish(100) // wanted, then a flood of unwanted values
+	for i := 1; i < 100; i++ {
+		b.Publish(100 + i)
+	}
+	close(release)
+	require.NoError(t, b.Close(context.Background()))
+	require.Equal(t, []int{0, 100}, got)
+	require.Equal(t, []int{0, 0}, dropped)
+}

@@ -295,6 +295,10 @@ func (c *Client) senderConfig() sender.Config {
 			c.stats.dropped[e.QoS].Add(1)
 			c.m.notice(KindPoisonMessage, err, e.Topic, e.Key)
 		},
+		Unconfirmed: func(e *outbox.Entry) {
+			c.log.Warn("publish completed without an acknowledgement on the wire; sent again after the next reconnect",
+				zap.String("topic", e.Topic))
+		},
 		StoreFailed: func(what string, err error) { c.log.Error("durable outbox: "+what, zap.Error(err)) },
 	}
 }

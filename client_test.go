@@ -54,7 +54,7 @@ func TestReconnectsAfterBrokerRestart(t *testing.T) {
 			// While the broker is down the state stays reconnecting, and each
 			// refused attempt is reported with its error and the next delay.
 			failed := rec.next(t, 5*time.Second, "failed attempt", func(ev Event) bool {
-				return ev.From == StateReconnecting && ev.To == StateReconnecting
+				return ev.Kind == KindState && ev.From == StateReconnecting && ev.To == StateReconnecting
 			})
 			require.ErrorIs(t, failed.Err, syscall.ECONNREFUSED)
 			require.Equal(t, retry, failed.Delay)

@@ -15,13 +15,32 @@ import (
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
+// The tests that mostly watch clients for tens of seconds run side by
+// side; each has clients and brokers of its own.
+func TestLongWatches(t *testing.T) {
+	leakCheck(t)
+	for _, w := range []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"IdleLinkStaysConnected", idleLinkStaysConnected},
+		{"IdleClientSendsOnePingPerKeepalive", idleClientSendsOnePingPerKeepalive},
+		{"SlowBrokerIsNotDropped", slowBrokerIsNotDropped},
+		{"SlowUploadIsNotTakenForADeadLink", slowUploadIsNotTakenForADeadLink},
+	} {
+		t.Run(w.name, func(t *testing.T) {
+			t.Parallel()
+			w.run(t)
+		})
+	}
+}
+
 // A healthy idle link must stay connected. A broker that answers a
 // PINGREQ within microseconds (in-process, or a Mosquitto on the same host)
 // used to have its PINGRESP read before the ping was on record, which left
 // the ping outstanding for ever: the pinger fell silent and the client
 // declared the link dead. Both brokers run side by side for the same 30 s.
-func TestIdleLinkStaysConnected(t *testing.T) {
-	leakCheck(t)
+func idleLinkStaysConnected(t *testing.T) {
 	const ka, idle = time.Second, 30 * time.Second
 	urls := map[string]string{"embedded": startEmbedded(t).URL()}
 	if p, err := broker.StartMosquitto(t.TempDir(), broker.MosquittoConfig{}); err == nil {
@@ -90,8 +109,7 @@ func (p *pingCounter) count() int {
 // One keepalive owner per connection: an idle client sends at most one
 // PINGREQ per keepalive period (paho's own pinger beside the monitor's
 // used to make 2.25), counted on the wire.
-func TestIdleClientSendsOnePingPerKeepalive(t *testing.T) {
-	leakCheck(t)
+func idleClientSendsOnePingPerKeepalive(t *testing.T) {
 	const ka, watch = 2 * time.Second, 20 * time.Second
 	targets := map[string]string{"embedded": startEmbedded(t).Addr()}
 	if p, err := broker.StartMosquitto(t.TempDir(), broker.MosquittoConfig{}); err == nil {

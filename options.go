@@ -233,9 +233,11 @@ func WithCredentials(username, password string) Option {
 // without a packet either way (at most one per period while idle), reports
 // StateDegraded when the answer is a quarter keepalive overdue, and drops
 // the connection after 1.45 × keepalive of silence, within the 1.5 ×
-// keepalive the broker itself allows. A link whose round trip is above
-// about 0.4 × keepalive is therefore taken for dead: on links with round
-// trips of seconds (NB-IoT, bloated LTE) choose the keepalive accordingly.
+// keepalive the broker itself allows. Round trips up to 0.45 × keepalive
+// are always tolerated; on links with round trips of seconds (NB-IoT,
+// bloated LTE) choose the keepalive accordingly. On Linux a long upload is
+// judged by what the broker's side acknowledges, so a slow uplink is not
+// taken for a dead one.
 func WithKeepAlive(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Second || d > 65535*time.Second {

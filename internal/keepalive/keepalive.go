@@ -104,9 +104,15 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 			up, upOK = st, ok
 		}
 		polled = now
+		// Where the kernel tells what the peer acknowledged, that is the
+		// judge of an upload: a write returning only says the local buffer
+		// took the bytes, which it does for a dead path too.
 		silence := s.SinceAlive
-		if !ackedAt.IsZero() {
-			silence = min(silence, now.Sub(ackedAt))
+		if upOK {
+			silence = s.SinceRead
+			if !ackedAt.IsZero() {
+				silence = min(silence, now.Sub(ackedAt))
+			}
 		}
 		if silence >= deadAfter {
 			_ = conn.CloseWithError(fmt.Errorf("%w: nothing received from the broker for %v (keepalive %v)",
@@ -116,7 +122,8 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 		idle := max(s.SinceReceived, s.SinceSent)
 		recheck := wasDegr && now.Sub(rechecked) >= ceiling && s.PingOutstanding == 0
 		if idle >= pingAfter || recheck {
-			if err := conn.SendPing(ka / 4); err != nil && !errors.Is(err, wire.ErrBusy) {
+			// The ping's own write may take no longer than the link has left.
+			if err := conn.SendPing(max(min(ka/4, deadAfter-silence), time.Millisecond)); err != nil && !errors.Is(err, wire.ErrBusy) {
 				_ = conn.CloseWithError(fmt.Errorf("%w: sending PINGREQ: %w", errs.KeepaliveTimeout, err))
 				return
 			}

@@ -19,16 +19,20 @@ import (
 // stop. The keepalive monitor starts at once; the state becomes connected
 // only once the subscriptions are in place, so that "connected" means
 // messages flow. upAt is zero if the connection was lost before that.
-func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.Session, conn *wire.Conn) (upAt time.Time, lossErr error, stopped bool) {
+//
+// The goroutines that served the connection are not waited for here: wait
+// ends them, and the manager calls it only after it reported the loss, so
+// a sender stuck in a hand-off cannot hold up what the state says.
+func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.Session, conn *wire.Conn) (upAt time.Time, lossErr error, stopped bool, wait func()) {
 	m.cfg.Picker.Connected(ch)
 	end := make(chan struct{})
 	m.hooks.Live(sess)
 	defer m.hooks.Live(nil)
 	var wg sync.WaitGroup
-	defer func() {
+	wait = func() {
 		close(end)
 		wg.Wait()
-	}()
+	}
 	sock := dial.Socket(conn.Conn)
 	ka := keepalive.Config{
 		KeepAlive: m.cfg.KeepAlive, DegradedRTT: m.cfg.DegradedRTT, Clock: m.cfg.Clock,
@@ -66,12 +70,12 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		ctx, cancel := m.closeContext()
 		m.hooks.Flush(ctx, conn)
 		cancel()
-		return upAt, nil, true
+		return upAt, nil, true, wait
 	case err := <-sess.Lost():
 		if cause := conn.Cause(); cause != nil {
 			err = cause
 		}
-		return upAt, fmt.Errorf("steadymqtt: connection to %s lost: %w", u.Redacted(), err), false
+		return upAt, fmt.Errorf("steadymqtt: connection to %s lost: %w", u.Redacted(), err), false, wait
 	}
 }
 

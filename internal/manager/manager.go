@@ -125,6 +125,9 @@ func (m *Manager) Run() error {
 		} else {
 			m.hooks.Lost(r.epoch, r.err, delay)
 		}
+		if r.wait != nil {
+			r.wait()
+		}
 		if !ok {
 			return fmt.Errorf("%w: %w", errs.GaveUp, r.err)
 		}
@@ -142,6 +145,7 @@ type result struct {
 	upAt      time.Time // when "connected" was announced, zero if never
 	err       error
 	stopped   bool
+	wait      func() // ends what served the connection; nil if it never came up
 }
 
 // round makes one attempt and, if it connects, holds the connection until
@@ -162,8 +166,9 @@ func (m *Manager) round(u *url.URL) result {
 		r.err = err
 		return r
 	}
-	r.upAt, r.err, r.stopped = m.hold(u, r.epoch, r.choice, sess, conn)
+	r.upAt, r.err, r.stopped, r.wait = m.hold(u, r.epoch, r.choice, sess, conn)
 	if r.stopped {
+		r.wait()
 		m.disconnect(sess)
 	}
 	return r

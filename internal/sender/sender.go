@@ -32,6 +32,10 @@ type Config struct {
 	Acked       func(qos byte)
 	Redelivered func()
 	Poisoned    func(e *outbox.Entry, err error)
+	// Unconfirmed reports a message whose hand-off completed without its
+	// acknowledgement seen on the wire (paho #563): it is sent again on
+	// the next connection.
+	Unconfirmed func(e *outbox.Entry)
 	// StoreFailed reports a durable outbox that could not record an outcome.
 	StoreFailed func(what string, err error)
 }
@@ -115,6 +119,9 @@ func (s *Sender) settle(l *link, e *outbox.Entry, p engine.Pending, acksBefore u
 			}
 			s.cfg.Acked(e.QoS)
 			return
+		}
+		if p.Err() == nil {
+			s.cfg.Unconfirmed(e)
 		}
 	default:
 	}

@@ -46,6 +46,7 @@ type Conn struct {
 	// later chunk of a long write accepted by the kernel (the first chunk
 	// proves nothing, a dead socket takes it into its buffer: MQTT.js #1861).
 	lastAlive atomic.Int64
+	lastRead  atomic.Int64 // mono time of the last bytes received
 	pingSent  atomic.Int64 // mono time of the outstanding PINGREQ, 0 when none
 	rtt       atomic.Int64
 
@@ -72,13 +73,16 @@ func NewConn(c net.Conn, now func() time.Time) *Conn {
 	w.lastRecv.Store(now0)
 	w.lastSent.Store(now0)
 	w.lastAlive.Store(now0)
+	w.lastRead.Store(now0)
 	return w
 }
 
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.lastAlive.Store(c.mono()) // a large packet trickling in is progress too
+		now := c.mono()
+		c.lastAlive.Store(now) // a large packet trickling in is progress too
+		c.lastRead.Store(now)
 		c.bytesIn.Add(uint64(n))
 		c.rmu.Lock()
 		c.rp.Feed(p[:n], c.received)
@@ -282,6 +286,7 @@ type Stats struct {
 	SinceReceived         time.Duration // monotonic age of LastReceived
 	SinceSent             time.Duration // monotonic age of the last complete packet sent
 	SinceAlive            time.Duration // age of the last sign of progress in either direction
+	SinceRead             time.Duration // age of the last bytes received
 	RTT                   time.Duration // last PINGREQ→PINGRESP round trip, 0 if none yet
 	PingOutstanding       time.Duration // age of the unanswered PINGREQ, 0 if none
 }
@@ -298,6 +303,7 @@ func (c *Conn) Stats() Stats {
 		SinceReceived: time.Duration(now - last),
 		SinceSent:     time.Duration(now - c.lastSent.Load()),
 		SinceAlive:    time.Duration(now - c.lastAlive.Load()),
+		SinceRead:     time.Duration(now - c.lastRead.Load()),
 		RTT:           time.Duration(c.rtt.Load()),
 	}
 	if s.PacketsIn > 0 {

@@ -1,7 +1,9 @@
 package paho311
 
 import (
+	"errors"
 	"net"
+	"sync/atomic"
 
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
@@ -13,20 +15,26 @@ import (
 type keepAliveInConnect struct {
 	net.Conn
 	seconds uint16
-	done    bool // CONNECT is the first packet: only the first write is looked at
+	done    atomic.Bool // CONNECT is the first packet: only the first write is looked at
 }
 
+// errNoConnect is returned when paho's first write is not a whole CONNECT:
+// sent as it is, it would ask the broker for no keepalive at all, and a
+// half-open client would never be dropped nor its will published.
+var errNoConnect = errors.New("steadymqtt: the first packet written was not a whole MQTT 3.1.1 CONNECT; not sent without its keepalive")
+
 func (k *keepAliveInConnect) Write(p []byte) (int, error) {
-	if k.done {
+	if k.done.Load() {
 		return k.Conn.Write(p)
 	}
-	k.done = true
-	if at := keepAliveOffset(p); at > 0 {
-		q := append([]byte(nil), p...)
-		q[at], q[at+1] = byte(k.seconds>>8), byte(k.seconds)
-		return k.Conn.Write(q)
+	k.done.Store(true)
+	at := keepAliveOffset(p)
+	if at == 0 {
+		return 0, errNoConnect
 	}
-	return k.Conn.Write(p)
+	q := append([]byte(nil), p...)
+	q[at], q[at+1] = byte(k.seconds>>8), byte(k.seconds)
+	return k.Conn.Write(q)
 }
 
 // keepAliveOffset finds the keepalive field of a whole MQTT 3.1.1 CONNECT

@@ -25,8 +25,13 @@ import (
 )
 
 // HandoffTimeout bounds how long paho may take to accept a packet for
-// writing: a hand-off must not outlive a dead connection by much.
+// writing: a hand-off must not outlive a dead connection by much. With a
+// short keepalive it is a twentieth of it.
 const HandoffTimeout = time.Second
+
+func handoffTimeout(keepAlive time.Duration) time.Duration {
+	return max(min(HandoffTimeout, keepAlive/20), 10*time.Millisecond)
+}
 
 // Engine is the MQTT 3.1.1 engine.
 type Engine struct{}
@@ -43,14 +48,22 @@ func (Engine) Connect(ctx context.Context, conn *wire.Conn, o engine.Options) (e
 	p := mqtt.NewClient(s.options(ctx, o))
 	s.paho = p
 	tok := p.Connect()
+	aborted := false
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
 		// Closing the socket ends paho's wait for CONNACK at once.
 		_ = conn.CloseWithError(ctx.Err())
 		<-tok.Done()
+		aborted = true
 	}
 	ct := tok.(*mqtt.ConnectToken)
+	if aborted && tok.Error() == nil {
+		// The CONNACK came as the socket closed: no session on a closed
+		// socket.
+		p.Disconnect(0)
+		return nil, ctx.Err()
+	}
 	if err := tok.Error(); err != nil {
 		_ = conn.Close()
 		if rc := ct.ReturnCode(); rc >= 1 && rc <= 5 {
@@ -93,7 +106,7 @@ func (s *session) options(ctx context.Context, o engine.Options) *mqtt.ClientOpt
 	po.SetStore(nopStore{})
 	// paho also sets this as a write deadline, which wire.Conn ignores: the
 	// keepalive monitor judges a slow uplink by its progress instead.
-	po.SetWriteTimeout(HandoffTimeout)
+	po.SetWriteTimeout(handoffTimeout(o.KeepAlive))
 	var opened sync.Once
 	po.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
 		var c net.Conn = nil

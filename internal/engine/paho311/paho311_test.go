@@ -89,4 +89,10 @@ func TestKeepAliveWrittenIntoConnect(t *testing.T) {
 		require.Equal(t, []byte{wire.PINGREQ << 4, 0}, out.buf.Bytes())
 	}
 	require.Zero(t, keepAliveOffset([]byte{wire.PUBLISH << 4, 0}))
+
+	// A first packet that is not a CONNECT is refused, not sent without
+	// its keepalive.
+	k := &keepAliveInConnect{Conn: &sink{}, seconds: 45}
+	_, err := k.Write([]byte{wire.PUBLISH << 4, 0})
+	require.ErrorIs(t, err, errNoConnect)
 }

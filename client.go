@@ -35,6 +35,8 @@ type Client struct {
 	picker *netpick.Picker
 	stats  counters
 
+	salvaged error // what WithOutboxSalvage did at New, reported once Connect starts
+
 	liveMu sync.Mutex
 	live   engine.Session // the session that is up, nil when none
 
@@ -72,8 +74,12 @@ func New(opts ...Option) (*Client, error) {
 	ob, err := outbox.Open(outbox.Config{
 		MaxCount: cfg.outboxCount, MaxBytes: cfg.outboxBytes, Policy: policy,
 		KeyWindow: cfg.keyWindow, KeyCount: cfg.keyCount, Dir: cfg.outboxDir, Now: cfg.clock.Now,
+		Salvage: cfg.outboxSalvage,
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrOutboxCorrupt), errors.Is(err, ErrOutboxLocked):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("%w: WithDurableOutbox: %w", ErrInvalidOption, err)
 	}
 	c := &Client{
@@ -90,6 +96,12 @@ func New(opts ...Option) (*Client, error) {
 		c.log.Error("event subscriber panicked; it keeps receiving", zap.Any("panic", r), zap.Stack("stack"))
 	})
 	c.m = newMachine(c.bus.Publish)
+	if s := ob.Salvaged(); s != nil {
+		c.salvaged = fmt.Errorf("%w: moved aside to %s; %d messages recovered, %s lost: %w",
+			ErrOutboxCorrupt, s.Damaged, s.Recovered, lostCount(s.Lost), s.Cause)
+		c.log.Error("durable outbox was damaged and salvaged", zap.String("damaged_file", s.Damaged),
+			zap.Int("recovered", s.Recovered), zap.Int("lost", s.Lost), zap.Error(s.Cause))
+	}
 	c.subs = subs.New(c.subsConfig())
 	c.sender = sender.New(c.senderConfig())
 	c.picker = netpick.New(netpick.Config{
@@ -97,6 +109,13 @@ func New(opts ...Option) (*Client, error) {
 		Brokers: len(cfg.brokers), Host: cfg.netSource, Clock: cfg.clock,
 	})
 	return c, nil
+}
+
+func lostCount(n int) string {
+	if n < 0 {
+		return "an unknown number"
+	}
+	return fmt.Sprint(n)
 }
 
 // ClientID returns the MQTT client identifier in use.
@@ -121,6 +140,9 @@ func (c *Client) Connect(ctx context.Context) error {
 		// never hold up a state change or a Health call.
 		c.bus.Subscribe(c.logEvent, nil)
 		c.m.begin()
+		if c.salvaged != nil {
+			c.m.notice(KindOutboxSalvaged, c.salvaged, "", "")
+		}
 		mgr := manager.New(c.managerConfig(), c.managerHooks(), c.stop)
 		go func() { c.finish(mgr.Run()) }()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 )
 
 // The crash test runs this test binary again as a child publisher
@@ -131,4 +133,70 @@ func TestDurableOutboxSurvivesSIGKILL(t *testing.T) {
 	}
 	delete(got, "fence")
 	require.Len(t, got, 10)
+}
+
+// queueOffline leaves n QoS 1 messages in a durable outbox at dir.
+func queueOffline(t *testing.T, dir string, n int) {
+	t.Helper()
+	c, err := New(WithBroker("tcp://127.0.0.1:1"), WithDurableOutbox(dir))
+	require.NoError(t, err)
+	for i := range n {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		require.ErrorIs(t, c.Publish(ctx, "salvage/t", []byte(strconv.Itoa(i)), WithQoS(1)), context.DeadlineExceeded)
+		cancel()
+	}
+	require.ErrorIs(t, c.Close(t.Context()), ErrNotDelivered)
+}
+
+// A damaged outbox stops New with ErrOutboxCorrupt naming the file and
+// changes nothing on disk; WithOutboxSalvage moves it aside and starts
+// with what could be read, and says so in an event.
+func TestDamagedOutboxIsReportedOrSalvaged(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	queueOffline(t, dir, 5)
+	path := filepath.Join(dir, "outbox.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("messages"))
+		k, v := b.Cursor().First()
+		v = append([]byte(nil), v...)
+		v[0] = 7 // a QoS no message has
+		return b.Put(append([]byte(nil), k...), v)
+	}))
+	require.NoError(t, db.Close())
+
+	_, err = New(WithBroker("tcp://127.0.0.1:1"), WithDurableOutbox(dir))
+	require.ErrorIs(t, err, ErrOutboxCorrupt)
+	require.NotErrorIs(t, err, ErrInvalidOption)
+	require.Contains(t, err.Error(), path)
+	require.FileExists(t, path, "nothing moved without being asked")
+
+	b := startEmbedded(t)
+	k := subscriber(t, b.URL(), "salvage/t")
+	c := newClient(t, WithBroker(b.URL()), WithDurableOutbox(dir), WithOutboxSalvage())
+	require.Equal(t, 4, c.Stats().Outbox, "the four sound messages are kept")
+	rec := record(c)
+	connect(t, c)
+	ev := rec.next(t, time.Second, "salvaged", func(ev Event) bool { return ev.Kind == KindOutboxSalvaged })
+	require.ErrorIs(t, ev.Err, ErrOutboxCorrupt)
+	require.Contains(t, ev.Err.Error(), "4 messages recovered, 1 lost")
+	require.Eventually(t, func() bool { return k.n.Load() == 4 }, 5*time.Second, 10*time.Millisecond)
+	damaged, err := filepath.Glob(path + ".damaged-*")
+	require.NoError(t, err)
+	require.Len(t, damaged, 1, "the damaged file is kept beside the new one")
+}
+
+// A second client on a held outbox directory is told at once.
+func TestHeldOutboxDirectoryIsRefusedAtOnce(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	first := newClient(t, WithBroker("tcp://127.0.0.1:1"), WithDurableOutbox(dir))
+	start := time.Now()
+	_, err := New(WithBroker("tcp://127.0.0.1:1"), WithDurableOutbox(dir))
+	require.ErrorIs(t, err, ErrOutboxLocked)
+	require.Contains(t, err.Error(), dir)
+	require.Less(t, time.Since(start), 100*time.Millisecond)
+	require.NoError(t, first.Close(t.Context()))
 }

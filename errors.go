@@ -78,6 +78,22 @@ var (
 	// ErrNotDelivered is reported by Close for what the outbox still held,
 	// and by a Publish whose message was still waiting when the client closed.
 	ErrNotDelivered = errs.NotDelivered
+	// ErrPayloadTooLarge: the message cannot be one MQTT packet (the
+	// remaining length tops out at 268,435,455 bytes) or is over
+	// WithMaxPacketSize. It is refused before anything is queued, copied or
+	// sent.
+	ErrPayloadTooLarge = errs.PayloadTooLarge
+)
+
+// The durable outbox (WithDurableOutbox), reported by New.
+var (
+	// ErrOutboxLocked: another process has the outbox directory open.
+	ErrOutboxLocked = errs.OutboxLocked
+	// ErrOutboxCorrupt: the outbox file is damaged (a half-written page, a
+	// flash card gone bad, a record that does not read back). Nothing was
+	// changed on disk; WithOutboxSalvage moves the file aside and starts
+	// with what could be read.
+	ErrOutboxCorrupt = errs.OutboxCorrupt
 )
 
 // Interface and source-address selection; a *SelectionError matches the

@@ -2,6 +2,7 @@ package steadymqtt
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -21,15 +22,20 @@ const (
 	// KindHandlerOverflow: a received message was not handed to a
 	// subscription's handler because its backlog was full; Topic names it.
 	KindHandlerOverflow
+	// KindOutboxSalvaged: the durable outbox was damaged and, with
+	// WithOutboxSalvage, moved aside; Err says where it is now and how many
+	// messages were recovered and lost. Delivered once, right after
+	// Connect starts.
+	KindOutboxSalvaged
 )
 
-var kindNames = [...]string{"state", "message-dropped", "poison-message", "handler-overflow"}
+var kindNames = [...]string{"state", "message-dropped", "poison-message", "handler-overflow", "outbox-salvaged"}
 
 func (k EventKind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
 		return kindNames[k]
 	}
-	return "EventKind(?)"
+	return fmt.Sprintf("EventKind(%d)", int(k))
 }
 
 // Event is one change of the client's state, one failed attempt (then

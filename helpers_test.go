@@ -58,6 +58,25 @@ func startMosquitto(t *testing.T, cfg broker.MosquittoConfig) *broker.Process {
 	return p
 }
 
+// mosquittoBeside starts Mosquitto for a test that also runs against the
+// embedded broker: without the binary (and without
+// STEADYMQTT_REQUIRE_INTEROP=1) it logs why and returns nil, and the test
+// goes on with the embedded broker alone.
+func mosquittoBeside(t *testing.T) *broker.Process {
+	t.Helper()
+	p, err := broker.StartMosquitto(t.TempDir(), broker.MosquittoConfig{})
+	switch {
+	case err == nil:
+		t.Cleanup(func() { _ = p.Kill() })
+		return p
+	case errors.Is(err, broker.ErrNotInstalled) && os.Getenv("STEADYMQTT_REQUIRE_INTEROP") != "1":
+		t.Logf("mosquitto part skipped: %v (set STEADYMQTT_REQUIRE_INTEROP=1 to make this a failure)", err)
+		return nil
+	}
+	require.NoError(t, err)
+	return nil
+}
+
 // restartable is a broker a test can take down and bring back.
 type restartable interface {
 	URL() string

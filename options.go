@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -77,6 +78,8 @@ type config struct {
 	outboxCount    int
 	outboxBytes    int
 	outboxDir      string
+	outboxSalvage  bool
+	maxPacket      int // 0: only what MQTT itself cannot encode is refused
 	dropOldest     bool
 	queueQoS0      bool
 	inFlight       int
@@ -176,11 +179,30 @@ func parseBroker(raw string) (*url.URL, error) {
 		return nil, optionError("WithBroker", "broker URL %s: unsupported scheme %q (want tcp, mqtt, ssl, tls, mqtts, ws or wss)", redactRaw(raw), u.Scheme)
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
-	if u.Hostname() == "" {
+	web := u.Scheme == "ws" || u.Scheme == "wss"
+	switch {
+	case u.Opaque != "":
+		return nil, optionError("WithBroker", "broker URL %s is not of the form scheme://host:port", redactRaw(raw))
+	case u.Hostname() == "":
 		return nil, optionError("WithBroker", "broker URL %s has no host", redactRaw(raw))
+	case !web && u.Path != "" && u.Path != "/":
+		return nil, optionError("WithBroker", "broker URL %s: a path means something only for ws:// and wss://", redactRaw(raw))
+	case !web && (u.RawQuery != "" || u.Fragment != "" || u.ForceQuery):
+		return nil, optionError("WithBroker", "broker URL %s: a query or fragment means something only for ws:// and wss://", redactRaw(raw))
 	}
-	if u.Port() == "" {
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, optionError("WithBroker", "broker URL %s: port %q is not in 1–65535", redactRaw(raw), p)
+		}
+	} else {
+		if strings.HasSuffix(u.Host, ":") {
+			return nil, optionError("WithBroker", "broker URL %s: empty port", redactRaw(raw))
+		}
 		u.Host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if !web {
+		u.Path = ""
 	}
 	return u, nil
 }

@@ -73,6 +73,30 @@ func WithDurableOutbox(dir string) Option {
 	}
 }
 
+// WithOutboxSalvage decides what New does with a damaged durable outbox
+// (WithDurableOutbox): instead of failing with ErrOutboxCorrupt, it renames
+// the damaged file aside (outbox.db.damaged-<time>, never deleted), starts
+// a new one with every message that could be read back, logs what was
+// recovered and lost, and reports it in a KindOutboxSalvaged event.
+func WithOutboxSalvage() Option {
+	return func(c *config) error { c.outboxSalvage = true; return nil }
+}
+
+// WithMaxPacketSize refuses, with ErrPayloadTooLarge, any message whose
+// PUBLISH packet would be larger than n bytes (fixed header, topic, packet
+// identifier and payload): a broker with a packet limit (Mosquitto's
+// max_packet_size) closes the connection instead of refusing the message.
+// Without it, only what cannot be one MQTT packet at all is refused.
+func WithMaxPacketSize(n int) Option {
+	return func(c *config) error {
+		if n < 16 || n > maxPacket {
+			return optionError("WithMaxPacketSize", "%d is out of range [16, %d]", n, maxPacket)
+		}
+		c.maxPacket = n
+		return nil
+	}
+}
+
 // WithPoisonAfter sets after how many broker-closed connections in a row,
 // each right after a message was sent with nothing acknowledged since, that
 // message is taken out of the outbox (ErrPoisonMessage). Default 3.

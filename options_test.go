@@ -3,6 +3,7 @@ package steadymqtt
 import (
 	"crypto/tls"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -21,6 +22,10 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 		{"unknown scheme", []Option{WithBroker("http://h:1883")}, "WithBroker", ErrInvalidOption},
 		{"no scheme", []Option{WithBroker("h:1883")}, "WithBroker", ErrInvalidOption},
 		{"no host", []Option{WithBroker("tcp://:1883")}, "WithBroker", ErrInvalidOption},
+		{"port 0", []Option{WithBroker("tcp://h:0")}, "WithBroker", ErrInvalidOption},
+		{"port 65536", []Option{WithBroker("tcp://h:65536")}, "WithBroker", ErrInvalidOption},
+		{"port 99999", []Option{WithBroker("tcp://h:99999")}, "WithBroker", ErrInvalidOption},
+		{"max packet size below a packet", []Option{WithBroker("tcp://h"), WithMaxPacketSize(3)}, "WithMaxPacketSize", ErrInvalidOption},
 		{"keepalive below 1s", []Option{WithBroker("tcp://h"), WithKeepAlive(500 * time.Millisecond)}, "WithKeepAlive", ErrInvalidOption},
 		{"keepalive fractional", []Option{WithBroker("tcp://h"), WithKeepAlive(1500 * time.Millisecond)}, "WithKeepAlive", ErrInvalidOption},
 		{"keepalive too long", []Option{WithBroker("tcp://h"), WithKeepAlive(70000 * time.Second)}, "WithKeepAlive", ErrInvalidOption},
@@ -97,4 +102,73 @@ func TestStableClientID(t *testing.T) {
 	require.Equal(t, a, b, "the same on every call")
 	require.Regexp(t, `^gateway-[0-9a-f]{16}$`, a)
 	require.NotEqual(t, a[len("gateway-"):], c[len("gateway-replica-2-"):], "a prefix of its own gives an ID of its own")
+}
+
+func TestBrokerURLForms(t *testing.T) {
+	tests := []struct {
+		url  string
+		want string // the URL the client dials; "" for refused
+	}{
+		{"tcp://broker", "tcp://broker:1883"},
+		{"mqtt://broker:1884", "mqtt://broker:1884"},
+		{"MQTTS://broker", "mqtts://broker:8883"},
+		{"ssl://10.0.0.1", "ssl://10.0.0.1:8883"},
+		{"tls://[::1]:8883", "tls://[::1]:8883"},
+		{"tcp://broker/", "tcp://broker:1883"},
+		{"tcp://user:secret@broker:1", "tcp://user:secret@broker:1"},
+		{"ws://broker", "ws://broker:80"},
+		{"wss://broker:443/mqtt?token=x", "wss://broker:443/mqtt?token=x"},
+		{"tcp://broker:65535", "tcp://broker:65535"},
+		{"tcp://broker:0", ""},
+		{"tcp://broker:65536", ""},
+		{"tcp://broker:99999", ""},
+		{"tcp://broker:-1", ""},
+		{"tcp://broker:http", ""},
+		{"tcp://broker:", ""},
+		{"tcp://:1883", ""},
+		{"tcp://", ""},
+		{"tcp:broker:1883", ""},
+		{"tcp://broker/path", ""},
+		{"tcp://broker?x=1", ""},
+		{"tcp://broker#frag", ""},
+		{"http://broker", ""},
+		{"broker:1883", ""},
+		{"", ""},
+		{"tcp://bro ker", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			u, err := parseBroker(tt.url)
+			if tt.want == "" {
+				require.ErrorIs(t, err, ErrInvalidOption)
+				require.NotContains(t, err.Error(), "secret")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, u.String())
+		})
+	}
+}
+
+// What WithBroker accepts is a URL the client can dial: a known scheme, a
+// host, a port in 1–65535. Nothing panics.
+func FuzzWithBroker(f *testing.F) {
+	for _, s := range []string{"tcp://h:1883", "ws://h/mqtt", "tcp://h:0", "ssl://[::1]:99999", "tcp://u:p@h", "mqtt://%zz", "tcp://h:+1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := parseBroker(raw)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidOption)
+			return
+		}
+		require.NotEmpty(t, u.Hostname())
+		port, perr := strconv.Atoi(u.Port())
+		require.NoError(t, perr, u.String())
+		require.True(t, port >= 1 && port <= 65535, u.String())
+		require.Contains(t, []string{"tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss"}, u.Scheme)
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			require.Empty(t, u.Path+u.RawQuery+u.Fragment, u.String())
+		}
+	})
 }

@@ -83,7 +83,13 @@ func (c *Client) Publish(ctx context.Context, topicName string, payload []byte, 
 	if c.isClosed() {
 		return ErrClosed
 	}
-	if p.key != "" && c.cfg.envelope {
+	// Sizes first, before anything is copied, queued or sent: a message
+	// that cannot go out must not cost a connection or sit on the heap.
+	sealed := p.key != "" && c.cfg.envelope
+	if err := c.checkSize(topicName, len(payload), p, sealed); err != nil {
+		return err
+	}
+	if sealed {
 		payload = keyenvelope.Seal(p.key, payload)
 	}
 	if p.qos == 0 && !c.cfg.queueQoS0 {
@@ -128,6 +134,46 @@ func (c *Client) Publish(ctx context.Context, topicName string, payload []byte, 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// The largest MQTT packets: the remaining length is at most four bytes of
+// seven bits (MQTT 3.1.1 section 2.2.3), the fixed header at most five.
+const (
+	maxRemaining = 268_435_455
+	maxPacket    = maxRemaining + 5
+)
+
+// checkSize refuses a message that cannot be one PUBLISH packet, or one
+// over WithMaxPacketSize, and a queued one larger than the whole outbox.
+func (c *Client) checkSize(topicName string, payload int, p publishConfig, sealed bool) error {
+	body := payload
+	if sealed {
+		body += keyenvelope.Overhead(p.key)
+	}
+	remaining := 2 + len(topicName) + body
+	if p.qos > 0 {
+		remaining += 2 // packet identifier
+	}
+	packet := 1 + uvarintLen(remaining) + remaining
+	switch {
+	case remaining > maxRemaining:
+		return fmt.Errorf("%w: a PUBLISH of %d bytes to %q; one MQTT packet carries at most %d", ErrPayloadTooLarge, packet, topicName, maxPacket)
+	case c.cfg.maxPacket > 0 && packet > c.cfg.maxPacket:
+		return fmt.Errorf("%w: a PUBLISH of %d bytes to %q, over WithMaxPacketSize(%d)", ErrPayloadTooLarge, packet, topicName, c.cfg.maxPacket)
+	}
+	queued := p.qos > 0 || c.cfg.queueQoS0 || p.key != ""
+	if size := len(topicName) + body + len(p.key); queued && size > c.cfg.outboxBytes {
+		return fmt.Errorf("%w: a message of %d bytes is larger than the outbox limit of %d bytes (WithOutboxLimit)", ErrOutboxFull, size, c.cfg.outboxBytes)
+	}
+	return nil
+}
+
+func uvarintLen(n int) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
 }
 
 func outcome(e *outbox.Entry) error {

@@ -3,6 +3,7 @@ package steadymqtt
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
 	"github.com/steadymqtt/steadymqtt/internal/testsupport/netproxy"
+	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
 // collector subscribes a second client and keeps what it receives.
@@ -355,4 +357,43 @@ func TestWillAndRetained(t *testing.T) {
 		}
 		return false
 	}, 5*time.Second, 10*time.Millisecond, "the broker did not publish the will")
+}
+
+// A message that cannot be one MQTT packet is refused at once, before it is
+// queued, copied or sent, at every QoS; and one over WithMaxPacketSize the
+// same way.
+func TestOversizePayloadIsRefusedAtOnce(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	proxy, err := netproxy.Start(b.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	publishes := &packetCounter{kind: wire.PUBLISH, parsers: map[int]*wire.Parser{}}
+	proxy.Tap(publishes.feed)
+	c := newClient(t, WithBroker(proxy.URL()), WithOutboxLimit(10, 1<<30), WithMaxPacketSize(1<<20))
+	connect(t, c)
+
+	huge := make([]byte, 300<<20)
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, q := range []byte{0, 1, 2} {
+		start := time.Now()
+		err := c.Publish(t.Context(), "big/t", huge, WithQoS(q))
+		require.ErrorIs(t, err, ErrPayloadTooLarge, "QoS %d", q)
+		require.Less(t, time.Since(start), 100*time.Millisecond, "QoS %d: refused at once", q)
+	}
+	// Over the configured packet limit, though MQTT could carry it.
+	err = c.Publish(t.Context(), "big/t", huge[:2<<20], WithQoS(1))
+	require.ErrorIs(t, err, ErrPayloadTooLarge)
+	require.Contains(t, err.Error(), "WithMaxPacketSize")
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(huge)
+	require.Less(t, int64(after.HeapAlloc)-int64(before.HeapAlloc), int64(8<<20), "the refused payload was copied and kept")
+
+	fence(t, c, "big/t")
+	require.Equal(t, 1, publishes.count(), "only the fence reached the wire")
+	require.Zero(t, c.Stats().Outbox)
 }

@@ -171,13 +171,8 @@ func proxiedBrokers(t *testing.T) []proxied {
 		out = append(out, proxied{name: name, proxy: p})
 	}
 	add("embedded", startEmbedded(t).Addr())
-	m, err := broker.StartMosquitto(t.TempDir(), broker.MosquittoConfig{})
-	switch {
-	case err == nil:
-		t.Cleanup(func() { _ = m.Kill() })
+	if m := mosquittoBeside(t); m != nil {
 		add("mosquitto", m.Addr())
-	default:
-		needBroker(t, err)
 	}
 	return out
 }

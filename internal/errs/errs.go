@@ -45,6 +45,13 @@ var (
 	PoisonMessage       = errors.New("steadymqtt: message rejected by the broker (it closed the connection after each send)")
 	IdempotencyConflict = errors.New("steadymqtt: idempotency key already used for a different message")
 	NotDelivered        = errors.New("steadymqtt: not delivered")
+	PayloadTooLarge     = errors.New("steadymqtt: message too large for one MQTT packet")
+)
+
+// The durable outbox.
+var (
+	OutboxLocked  = errors.New("steadymqtt: durable outbox in use by another process")
+	OutboxCorrupt = errors.New("steadymqtt: durable outbox damaged")
 )
 
 // Interface and source-address selection.

@@ -12,6 +12,12 @@ import (
 // magic starts every envelope: a byte no UTF-8 text starts with, "SM", and the format version.
 var magic = []byte{0xFE, 'S', 'M', 0x01}
 
+// Overhead is how many bytes Seal adds to a payload for key.
+func Overhead(key string) int {
+	var b [binary.MaxVarintLen64]byte
+	return len(magic) + binary.PutUvarint(b[:], uint64(len(key))) + len(key)
+}
+
 // Seal wraps payload and key in the envelope.
 func Seal(key string, payload []byte) []byte {
 	b := make([]byte, 0, len(magic)+binary.MaxVarintLen64+len(key)+len(payload))

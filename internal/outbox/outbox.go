@@ -100,6 +100,10 @@ type Config struct {
 	// whether it still is within KeyWindow (also for the keys a durable
 	// outbox loads). nil means time.Now.
 	Now func() time.Time
+	// Salvage moves a damaged file aside (renamed, never deleted) and starts
+	// with what could be read from it, instead of failing Open with
+	// errs.OutboxCorrupt.
+	Salvage bool
 }
 
 // Outbox is safe for concurrent use.
@@ -117,7 +121,13 @@ type Outbox struct {
 	evicted []string // keys forgotten in memory, still to delete on disk
 	wake    chan struct{}
 	closed  bool
+
+	salvaged *Salvage // what Open moved aside, nil if nothing
 }
+
+// Salvaged reports the damaged file Open moved aside and what it gave
+// back, or nil when the file was sound.
+func (o *Outbox) Salvaged() *Salvage { return o.salvaged }
 
 // now reads the outbox's clock.
 func (o *Outbox) now() time.Time {
@@ -134,11 +144,11 @@ func Open(cfg Config) (*Outbox, error) {
 	if cfg.Dir == "" {
 		return o, nil
 	}
-	st, msgs, keys, err := openStore(cfg.Dir)
+	st, msgs, keys, salvaged, err := openStore(cfg.Dir, cfg.Salvage)
 	if err != nil {
 		return nil, err
 	}
-	o.store = st
+	o.store, o.salvaged = st, salvaged
 	// Oldest first, so that the count bound forgets the oldest.
 	sort.Slice(keys, func(i, j int) bool { return keys[i].at.Before(keys[j].at) })
 	now := o.now()

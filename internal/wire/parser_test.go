@@ -146,3 +146,28 @@ func TestBytesOfAnUnfinishedPacketCountAsAlive(t *testing.T) {
 	require.GreaterOrEqual(t, s.SinceReceived, 90*time.Millisecond)
 	require.Less(t, s.SinceAlive, s.SinceReceived)
 }
+
+// Whatever the broker sends, in whatever chunks, the observer never
+// panics, and the packets it finds do not depend on the chunking.
+func FuzzParser(f *testing.F) {
+	f.Add([]byte{0x20, 0x02, 0x00, 0x00, 0xd0, 0x00}, uint8(1))
+	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01}, uint8(3))
+	f.Add([]byte{0x40, 0x02, 0x00, 0x07, 0x90, 0x03, 0x00, 0x01, 0x80}, uint8(2))
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		var whole, split Parser
+		var a, b []Header
+		whole.Feed(stream, func(h Header) { a = append(a, h) })
+		step := int(chunk%16) + 1
+		for i := 0; i < len(stream); i += step {
+			split.Feed(stream[i:min(i+step, len(stream))], func(h Header) { b = append(b, h) })
+		}
+		if len(a) != len(b) || whole.Lost() != split.Lost() || whole.AtBoundary() != split.AtBoundary() {
+			t.Fatalf("chunking changed the result: %v / %v", a, b)
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("packet %d: %+v / %+v", i, a[i], b[i])
+			}
+		}
+	})
+}

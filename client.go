@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,7 +36,8 @@ type Client struct {
 	picker *netpick.Picker
 	stats  counters
 
-	salvaged error // what WithOutboxSalvage did at New, reported once Connect starts
+	salvaged error       // what WithOutboxSalvage did at New, reported once Connect starts
+	wasUp    atomic.Bool // a connection was up before: a session could have been kept
 
 	liveMu sync.Mutex
 	live   engine.Session // the session that is up, nil when none
@@ -270,7 +272,7 @@ func (c *Client) managerHooks() manager.Hooks {
 	return manager.Hooks{
 		Attempt: c.m.newAttempt,
 		Failed:  c.m.failed,
-		Up:      func(epoch uint64, conn *wire.Conn) { c.m.up(epoch, conn) },
+		Up:      c.up,
 		Lost:    c.m.lost,
 		Degrade: c.m.degrade,
 		Live: func(s engine.Session) {
@@ -286,6 +288,18 @@ func (c *Client) managerHooks() manager.Hooks {
 			defer c.lifeMu.Unlock()
 			return c.closeCtx
 		},
+	}
+}
+
+// up is the manager's report of a connection that is ready. A persistent
+// session the broker no longer has is worth an event of its own: the
+// messages it would have queued while the client was away are gone.
+func (c *Client) up(epoch uint64, conn *wire.Conn, sessionPresent bool) {
+	if !c.m.up(epoch, conn, sessionPresent) {
+		return
+	}
+	if c.wasUp.Swap(true) && !c.cfg.cleanSession && !sessionPresent {
+		c.m.notice(KindSessionLost, errors.New("steadymqtt: the broker had no session for this client; subscriptions were made again, and messages queued for it while it was away are lost"), "", "")
 	}
 }
 

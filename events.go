@@ -22,6 +22,11 @@ const (
 	// KindHandlerOverflow: a received message was not handed to a
 	// subscription's handler because its backlog was full; Topic names it.
 	KindHandlerOverflow
+	// KindSessionLost: a client with a persistent session
+	// (WithCleanSession(false)) reconnected and the broker had no session
+	// for it: subscriptions were made again, and what the broker would have
+	// queued for the client while it was away is gone.
+	KindSessionLost
 	// KindOutboxSalvaged: the durable outbox was damaged and, with
 	// WithOutboxSalvage, moved aside; Err says where it is now and how many
 	// messages were recovered and lost. Delivered once, right after
@@ -29,7 +34,7 @@ const (
 	KindOutboxSalvaged
 )
 
-var kindNames = [...]string{"state", "message-dropped", "poison-message", "handler-overflow", "outbox-salvaged"}
+var kindNames = [...]string{"state", "message-dropped", "poison-message", "handler-overflow", "session-lost", "outbox-salvaged"}
 
 func (k EventKind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
@@ -62,6 +67,10 @@ type Event struct {
 	// Dropped counts the events this subscriber missed just before this one
 	// because it was slow; they were coalesced away.
 	Dropped int
+
+	// SessionPresent is the CONNACK's session-present flag, on events that
+	// enter or stay in a connected state.
+	SessionPresent bool
 
 	Kind  EventKind // KindState unless the event is about a message
 	Topic string    // the message's topic, for message events

@@ -21,6 +21,9 @@ type Health struct {
 	Attempt      int           // consecutive failed attempts since the last success
 	LastError    error         // the most recent failure; kept after a recovery
 	Outbox       int           // publishes waiting to be sent or acknowledged
+	// SessionPresent: the broker kept the session of the live connection
+	// (CONNACK session-present); false when not connected.
+	SessionPresent bool
 }
 
 // Health returns the current snapshot.
@@ -50,11 +53,12 @@ func (h Health) MarshalJSON() ([]byte, error) {
 		Attempt      int        `json:"attempt"`
 		LastError    string     `json:"last_error,omitempty"`
 		Outbox       int        `json:"outbox"`
+		Session      bool       `json:"session_present"`
 	}
 	o := out{
 		State: h.State, Since: h.Since, Broker: h.Broker, Interface: h.Interface,
 		RTTMillis: float64(h.RTT) / float64(time.Millisecond),
-		Attempt:   h.Attempt, Outbox: h.Outbox,
+		Attempt:   h.Attempt, Outbox: h.Outbox, Session: h.SessionPresent,
 	}
 	if h.LocalAddr != nil {
 		o.LocalAddr = h.LocalAddr.String()

@@ -75,6 +75,7 @@ type machine struct {
 	attempt int // consecutive failed attempts since the last success
 	lastErr error
 	conn    *wire.Conn // the live connection while state.Up()
+	present bool       // the live connection's CONNACK session-present flag
 	changed chan struct{}
 	publish func(Event)
 }
@@ -92,6 +93,9 @@ func (m *machine) emit(to State, err error, delay time.Duration) {
 		Seq: m.seq, Time: now, From: m.state, To: to, Err: err,
 		Attempt: m.attempt, Delay: delay, Broker: m.broker, Interface: m.iface,
 	}
+	if to.Up() {
+		ev.SessionPresent = m.present
+	}
 	if m.state != to {
 		m.state, m.since = to, now
 		close(m.changed)
@@ -107,7 +111,7 @@ func (m *machine) health() (Health, *wire.Conn) {
 	defer m.mu.Unlock()
 	return Health{
 		State: m.state, Since: m.since, Broker: m.broker, Interface: m.iface,
-		Attempt: m.attempt, LastError: m.lastErr,
+		Attempt: m.attempt, LastError: m.lastErr, SessionPresent: m.present && m.state.Up(),
 	}, m.conn
 }
 
@@ -157,13 +161,13 @@ func (m *machine) failed(epoch uint64, err error, delay time.Duration) {
 }
 
 // up records a successful attempt.
-func (m *machine) up(epoch uint64, conn *wire.Conn) bool {
+func (m *machine) up(epoch uint64, conn *wire.Conn, sessionPresent bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if epoch != m.epoch || m.state == StateClosed {
 		return false
 	}
-	m.conn = conn
+	m.conn, m.present = conn, sessionPresent
 	m.emit(StateConnected, nil, 0) // the event still counts the failures before it
 	m.attempt = 0
 	return true

@@ -289,3 +289,37 @@ func TestSharedSubscription(t *testing.T) {
 	require.Regexp(t, `^jobs/\d+$`, a.msgs[0].Topic, "messages arrive with the plain topic")
 	a.mu.Unlock()
 }
+
+// A persistent session is reported as it is: kept after a kick, lost
+// after the broker restarted without it, each in the connected event and
+// Health, and a lost one with an event of its own.
+func TestSessionPresentIsReported(t *testing.T) {
+	leakCheck(t)
+	b := startEmbedded(t)
+	got := &received{n: map[string]int{}}
+	c := newClient(t, WithBroker(b.URL()), WithClientID("persist"), WithCleanSession(false),
+		WithBackoff(backoff.NewConstantBackOff(20*time.Millisecond)))
+	rec := record(c)
+	require.NoError(t, c.Subscribe(t.Context(), "session/t", 1, got.add))
+	connect(t, c)
+	first := rec.next(t, time.Second, "connected", to(StateConnected))
+	require.False(t, first.SessionPresent, "a new session")
+
+	b.Kick(c.ClientID())
+	kept := rec.next(t, 5*time.Second, "connected after a kick", to(StateConnected))
+	require.True(t, kept.SessionPresent, "the broker kept the session")
+	require.True(t, c.Health().SessionPresent)
+
+	require.NoError(t, b.Stop()) // the embedded broker keeps sessions in memory only
+	require.NoError(t, b.Start())
+	lost := rec.next(t, 5*time.Second, "connected after the restart", to(StateConnected))
+	require.False(t, lost.SessionPresent)
+	ev := rec.next(t, time.Second, "session lost", func(ev Event) bool { return ev.Kind == KindSessionLost })
+	require.Greater(t, ev.Seq, lost.Seq)
+	for _, e := range rec.all() {
+		if e.Kind == KindSessionLost {
+			require.Equal(t, ev.Seq, e.Seq, "reported once, for the restart only")
+		}
+	}
+	publishAllThenFence(t, b.URL(), nil, "session/t", got) // the subscription was made again
+}

@@ -55,7 +55,7 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 	select {
 	case <-conn.Done():
 	default:
-		m.hooks.Up(epoch, conn)
+		m.hooks.Up(epoch, conn, sess.SessionPresent())
 		upAt = m.cfg.Clock.Now()
 		// Whatever was registered while the first restore ran.
 		m.hooks.Restore(m.stopCtx, sess, true)

@@ -58,7 +58,7 @@ type Hooks struct {
 	// The state machine's reports, each about one attempt's epoch.
 	Attempt func(broker, iface string) (epoch uint64)
 	Failed  func(epoch uint64, err error, delay time.Duration)
-	Up      func(epoch uint64, conn *wire.Conn)
+	Up      func(epoch uint64, conn *wire.Conn, sessionPresent bool)
 	Lost    func(epoch uint64, err error, delay time.Duration)
 	Degrade func(epoch uint64, why error) // why nil: healthy again
 

@@ -116,7 +116,7 @@ func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
 	hooks := Hooks{
 		Attempt: func(string, string) uint64 { return 1 },
 		Failed:  func(uint64, error, time.Duration) { t.Error("no attempt should fail") },
-		Up:      func(uint64, *wire.Conn) { ups <- struct{}{} },
+		Up:      func(uint64, *wire.Conn, bool) { ups <- struct{}{} },
 		Lost:    func(_ uint64, err error, _ time.Duration) { losses <- err },
 		Degrade: func(uint64, error) {},
 		Live:    func(engine.Session) {},

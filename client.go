@@ -264,7 +264,7 @@ func (c *Client) managerConfig() manager.Config {
 		KeepAlive: cfg.keepAlive, DegradedRTT: cfg.degradedRTT,
 		ConnectTimeout: cfg.connectTimeout, StableAfter: cfg.stableAfter, Backoff: cfg.backoff,
 		TLS: &cfg.tls, SourceIP: cfg.sourceIP, Picker: c.picker,
-		Engine: paho311.Engine{}, Clock: cfg.clock, OnMessage: c.subs.Route,
+		Engine: paho311.Engine{}, Clock: cfg.clock, OnMessage: c.subs.Route, FixedOrder: cfg.fixedOrder,
 	}
 }
 

@@ -246,7 +246,7 @@ func TestFailoverRotatesBrokers(t *testing.T) {
 	require.NoError(t, err)
 	dead := "tcp://127.0.0.1:" + itoa(port)
 	b := startEmbedded(t)
-	c := newClient(t, WithBroker(dead, b.URL()), WithBackoff(backoff.NewConstantBackOff(10*time.Millisecond)))
+	c := newClient(t, WithBroker(dead, b.URL()), WithFixedBrokerOrder(), WithBackoff(backoff.NewConstantBackOff(10*time.Millisecond)))
 	rec := record(c)
 	connect(t, c)
 	failed := rec.next(t, time.Second, "first broker refused", func(ev Event) bool { return ev.Err != nil })
@@ -552,4 +552,27 @@ func TestInteropPublishSubscribe(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With several endpoints, a loss sends the client to another one at once:
+// the backoff (5 s here) is for a whole round of endpoints that failed.
+func TestFailoverToAnotherEndpointDoesNotWaitTheBackoff(t *testing.T) {
+	leakCheck(t)
+	brokers := map[string]*broker.Embedded{}
+	var urls []string
+	for range 3 {
+		b := startEmbedded(t)
+		brokers[b.URL()] = b
+		urls = append(urls, b.URL())
+	}
+	c := newClient(t, WithBroker(urls...), WithBackoff(backoff.NewConstantBackOff(5*time.Second)))
+	rec := record(c)
+	connect(t, c)
+	on := c.Health().Broker
+	require.NoError(t, brokers[on].Stop())
+	lost := rec.next(t, 5*time.Second, "lost", to(StateReconnecting))
+	require.Less(t, lost.Delay, 100*time.Millisecond, "the next endpoint is tried at once")
+	back := rec.next(t, 2*time.Second, "connected elsewhere", to(StateConnected))
+	require.NotEqual(t, on, back.Broker)
+	t.Logf("moved from %s to %s in %v", on, back.Broker, back.Time.Sub(lost.Time).Round(time.Millisecond))
 }

@@ -79,6 +79,7 @@ type config struct {
 	outboxBytes    int
 	outboxDir      string
 	outboxSalvage  bool
+	fixedOrder     bool
 	maxPacket      int // 0: only what MQTT itself cannot encode is refused
 	dropOldest     bool
 	queueQoS0      bool
@@ -137,9 +138,16 @@ func (c *config) validate() error {
 // port 1883 by default), ssl://, tls:// and mqtts:// (TLS, port 8883),
 // ws:// and wss:// (MQTT over WebSocket, ports 80 and 443, path /mqtt unless
 // the URL has one). Every transport goes through the same dial path.
-// With several URLs each attempt goes to the next one in the list. User
-// information in a URL (mqtt://user:pass@host) overrides WithCredentials for
-// that broker; it never appears in logs, events or errors.
+//
+// Several URLs are endpoints of one service (a cluster's nodes, a primary
+// and a standby). Each client takes them in an order of its own, shuffled
+// once and seeded by the client ID, so that a fleet spreads over the nodes
+// and a client keeps its order across restarts (WithFixedBrokerOrder keeps
+// the order given). After a failed attempt or a loss the next endpoint is
+// tried at once, after a little jitter; the backoff applies per full round
+// of endpoints. User information in a URL (mqtt://user:pass@host) overrides
+// WithCredentials for that broker; it never appears in logs, events or
+// errors.
 func WithBroker(urls ...string) Option {
 	return func(c *config) error {
 		if len(urls) == 0 {
@@ -223,6 +231,13 @@ func redactRaw(raw string) string {
 		return raw[:start+colon] + ":xxxxx" + raw[at:]
 	}
 	return raw
+}
+
+// WithFixedBrokerOrder makes every client try the WithBroker URLs in the
+// order given, the first one first: for a primary and its standby, where
+// the first must be preferred, not spread over.
+func WithFixedBrokerOrder() Option {
+	return func(c *config) error { c.fixedOrder = true; return nil }
 }
 
 // WithClientID sets the MQTT client identifier. Two clients with the same ID

@@ -1,18 +1,62 @@
 package manager
 
-import "net/url"
+import (
+	"hash/fnv"
+	"math/rand/v2"
+	"net/url"
+	"time"
+)
 
-// rotation is the broker policy: each attempt goes to the next URL, in the
-// order given. It is the one place that decides which broker comes next.
+// rotation is the broker policy: which endpoint an attempt goes to, and
+// whether the wait before it is the backoff's or only a little jitter.
+//
+// With several endpoints (a cluster's nodes, or a primary and a standby),
+// each client starts at its own place: the order is shuffled once, seeded
+// by the client ID, so a fleet spreads over the nodes and a client keeps
+// its order across restarts. Each attempt after a failure or a loss goes
+// to the next endpoint; the backoff applies per full round of endpoints,
+// and between the endpoints of one round the wait is a little jitter,
+// enough that a fleet leaving a dead node does not arrive at the same
+// instant.
 type rotation struct {
-	urls []*url.URL
-	i    int
+	urls   []*url.URL // in this client's order
+	i      int        // the endpoint of the next attempt
+	streak int        // rounds that ended badly since a stable connection
 }
 
-func newRotation(urls []*url.URL) *rotation { return &rotation{urls: urls} }
+// hopJitter bounds the wait between two endpoints of one round.
+const hopJitter = 50 * time.Millisecond
 
+func newRotation(urls []*url.URL, clientID string, fixed bool) *rotation {
+	r := &rotation{urls: append([]*url.URL(nil), urls...)}
+	if !fixed && len(urls) > 1 {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(clientID))
+		seed := h.Sum64()
+		rng := rand.New(rand.NewPCG(seed, seed>>1|1))
+		rng.Shuffle(len(r.urls), func(a, b int) { r.urls[a], r.urls[b] = r.urls[b], r.urls[a] })
+	}
+	return r
+}
+
+// next is the endpoint of the next attempt; the one after it comes next.
 func (r *rotation) next() *url.URL {
 	u := r.urls[r.i%len(r.urls)]
 	r.i++
 	return u
 }
+
+// ended records a round that ended badly (a failed attempt or a lost
+// connection; stable says the connection had lasted the stable period) and
+// reports whether the backoff decides the wait before the next attempt.
+// false: the next endpoint is tried after hop() only.
+func (r *rotation) ended(stable bool) (useBackoff bool) {
+	if stable {
+		r.streak = 0
+	}
+	r.streak++
+	return r.streak%len(r.urls) == 0
+}
+
+// hop is the wait between two endpoints of one round.
+func (r *rotation) hop() time.Duration { return rand.N(hopJitter) }

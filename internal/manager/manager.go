@@ -50,6 +50,9 @@ type Config struct {
 	Engine         engine.Engine
 	Clock          clock.Clock
 	OnMessage      func(engine.Message)
+	// FixedOrder keeps the brokers in the order given instead of an order
+	// of this client's own.
+	FixedOrder bool
 }
 
 // Hooks are the manager's reports. Each is called from the manager's
@@ -89,7 +92,7 @@ func New(cfg Config, hooks Hooks, stop <-chan struct{}) *Manager {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
-	return &Manager{cfg: cfg, hooks: hooks, brokers: newRotation(cfg.Brokers), stop: stop}
+	return &Manager{cfg: cfg, hooks: hooks, brokers: newRotation(cfg.Brokers, cfg.ClientID, cfg.FixedOrder), stop: stop}
 }
 
 // instantRetryAfter is how long a connection must have lasted for its loss
@@ -177,12 +180,13 @@ func (m *Manager) round(u *url.URL) result {
 // delayAfter is the wait before the next attempt; false when the backoff
 // gave up.
 func (m *Manager) delayAfter(r result) (time.Duration, bool) {
+	stable := false
 	if !r.upAt.IsZero() {
 		up := clock.Since(m.cfg.Clock, r.upAt)
 		// Only a connection that proved stable earns a fresh backoff; a
 		// broker that kicks the client right after CONNACK must meet
 		// growing delays, not a tight loop.
-		if up >= m.cfg.StableAfter {
+		if stable = up >= m.cfg.StableAfter; stable {
 			m.cfg.Backoff.Reset()
 		}
 		// A connection dropped because the local network changed (the
@@ -192,6 +196,9 @@ func (m *Manager) delayAfter(r result) (time.Duration, bool) {
 		if errors.Is(r.err, errs.NetworkChanged) && up >= instantRetryAfter {
 			return 0, true
 		}
+	}
+	if !m.brokers.ended(stable) {
+		return m.brokers.hop(), true // another endpoint of this round
 	}
 	d := m.cfg.Backoff.NextBackOff()
 	if d == backoff.Stop {

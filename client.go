@@ -45,7 +45,8 @@ type Client struct {
 	lifeMu   sync.Mutex
 	started  bool
 	closed   bool
-	stop     chan struct{} // closed by Close
+	stop     context.Context // ended by Close: the manager stops
+	halt     context.CancelFunc
 	done     chan struct{} // closed when the manager has returned
 	closeCtx context.Context
 	unsent   int // set before done is closed
@@ -88,12 +89,12 @@ func New(opts ...Option) (*Client, error) {
 		cfg:    cfg,
 		log:    cfg.logger.With(zap.String("client_id", cfg.clientID)),
 		outbox: ob,
-		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	if cfg.tls.Insecure {
 		c.log.Warn("TLS certificate verification is OFF (WithInsecureSkipVerify): the broker is not authenticated")
 	}
+	c.stop, c.halt = context.WithCancel(context.Background())
 	c.bus = bus.New[Event](cfg.eventBuffer, func(r any) {
 		c.log.Error("event subscriber panicked; it keeps receiving", zap.Any("panic", r), zap.Stack("stack"))
 	})
@@ -193,7 +194,7 @@ func (c *Client) Close(ctx context.Context) error {
 	c.lifeMu.Unlock()
 
 	if first {
-		close(c.stop)
+		c.halt()
 		if !started {
 			go c.finish(nil)
 		}

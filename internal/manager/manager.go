@@ -87,33 +87,22 @@ type Manager struct {
 	stopCtx context.Context
 }
 
-// New returns a manager that stops when stop is closed.
-func New(cfg Config, hooks Hooks, stop <-chan struct{}) *Manager {
+// New returns a manager that stops when stop ends; attempts in progress
+// (a dial, a handshake) end with it.
+func New(cfg Config, hooks Hooks, stop context.Context) *Manager {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
-	return &Manager{cfg: cfg, hooks: hooks, brokers: newRotation(cfg.Brokers, cfg.ClientID, cfg.FixedOrder), stop: stop}
+	return &Manager{cfg: cfg, hooks: hooks, brokers: newRotation(cfg.Brokers, cfg.ClientID, cfg.FixedOrder), stop: stop.Done(), stopCtx: stop}
 }
 
 // instantRetryAfter is how long a connection must have lasted for its loss
 // to a local network change to be retried without a backoff wait.
 const instantRetryAfter = time.Second
 
-// Run is the loop. It returns when stop is closed (nil) or the backoff gave
-// up (an error wrapping errs.GaveUp).
+// Run is the loop. It returns when stop ends (nil) or the backoff gave up
+// (an error wrapping errs.GaveUp).
 func (m *Manager) Run() error {
-	// Dials and handshakes in progress end as soon as the manager stops.
-	ctx, cancel := context.WithCancel(context.Background())
-	m.stopCtx = ctx
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-m.stop:
-		case <-done:
-		}
-		cancel()
-	}()
 	for {
 		r := m.round(m.brokers.next())
 		if r.stopped {

@@ -127,7 +127,7 @@ func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
 			return context.Background()
 		},
 	}
-	stop := make(chan struct{})
+	stop, cancel := context.WithCancel(context.Background())
 	ran := make(chan error)
 	go func() { ran <- New(cfg, hooks, stop).Run() }()
 
@@ -153,7 +153,7 @@ func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
 
 	nextSession(t, clk, eng)
 	<-ups
-	close(stop)
+	cancel()
 	require.NoError(t, <-ran)
 }
 

@@ -100,10 +100,10 @@ func New(opts ...Option) (*Client, error) {
 	})
 	c.m = newMachine(c.bus.Publish)
 	if s := ob.Salvaged(); s != nil {
-		c.salvaged = fmt.Errorf("%w: moved aside to %s; %d messages recovered, %s lost: %w",
-			ErrOutboxCorrupt, s.Damaged, s.Recovered, lostCount(s.Lost), s.Cause)
+		c.salvaged = fmt.Errorf("%w: moved aside to %s; %d messages recovered, %s lost, %d idempotency keys lost: %w",
+			ErrOutboxCorrupt, s.Damaged, s.Recovered, lostCount(s.Lost), s.LostKeys, s.Cause)
 		c.log.Error("durable outbox was damaged and salvaged", zap.String("damaged_file", s.Damaged),
-			zap.Int("recovered", s.Recovered), zap.Int("lost", s.Lost), zap.Error(s.Cause))
+			zap.Int("recovered", s.Recovered), zap.Int("lost", s.Lost), zap.Int("lost_keys", s.LostKeys), zap.Error(s.Cause))
 	}
 	c.subs = subs.New(c.subsConfig())
 	c.sender = sender.New(c.senderConfig())

@@ -24,6 +24,7 @@ func TestLongWatches(t *testing.T) {
 		{"IdleClientSendsOnePingPerKeepalive", idleClientSendsOnePingPerKeepalive},
 		{"SlowBrokerIsNotDropped", slowBrokerIsNotDropped},
 		{"SlowUploadIsNotTakenForADeadLink", slowUploadIsNotTakenForADeadLink},
+		{"DegradedIdleLinkPingsOncePerKeepalive", degradedIdleLinkPingsOncePerKeepalive},
 	} {
 		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
@@ -136,4 +137,26 @@ func idleClientSendsOnePingPerKeepalive(t *testing.T) {
 			require.NotEqual(t, StateReconnecting, ev.To, "%s: the idle link was dropped: %+v", name, ev)
 		}
 	}
+}
+
+// A link degraded by its round trip and otherwise idle keeps one PINGREQ
+// per keepalive: the faster pings that measure a degraded link again are
+// for a busy one.
+func degradedIdleLinkPingsOncePerKeepalive(t *testing.T) {
+	const ka, watch = 4 * time.Second, 12 * time.Second
+	proxy, err := netproxy.Start(startEmbedded(t).Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	pings := &packetCounter{kind: wire.PINGREQ, parsers: map[int]*wire.Parser{}}
+	proxy.Tap(pings.feed)
+	proxy.DelayFromBroker(300 * time.Millisecond)
+	c := newClient(t, WithBroker(proxy.URL()), WithKeepAlive(ka), WithDegradedRTT(100*time.Millisecond))
+	rec := record(c)
+	connect(t, c)
+	rec.next(t, 2*ka, "degraded", to(StateDegraded))
+	start := pings.count()
+	time.Sleep(watch)
+	n := pings.count() - start
+	t.Logf("%d PINGREQs in %v, degraded and idle, keepalive %v", n, watch, ka)
+	require.LessOrEqual(t, n, 4, "more than one PINGREQ per keepalive on an idle link")
 }

@@ -51,9 +51,20 @@ func WithRetain() PublishOption {
 // after the first was acknowledged, within the idempotency window
 // (WithIdempotencyWindow), it returns nil without sending. An application
 // that retries a Publish whose context ended therefore never sends twice.
+// A key is at most MaxKeyLength bytes.
 func WithIdempotencyKey(key string) PublishOption {
-	return func(p *publishConfig) error { p.key = key; return nil } // "" means none
+	return func(p *publishConfig) error {
+		if len(key) > MaxKeyLength {
+			return optionError("WithIdempotencyKey", "a key of %d bytes; at most %d", len(key), MaxKeyLength)
+		}
+		p.key = key // "" means none
+		return nil
+	}
 }
+
+// MaxKeyLength bounds an idempotency key: it is stored with its message
+// and remembered after it, so it should name the message, not carry it.
+const MaxKeyLength = 1024
 
 // Publish sends payload to topic.
 //

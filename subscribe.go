@@ -38,7 +38,8 @@ type MessageHandler func(Message)
 // registered and either granted by the broker or, with no connection up
 // (or one lost before the SUBACK), to be made at the next connection. An
 // error means it is not registered (ErrInvalidTopic, ErrInvalidOption,
-// ErrClosed, or ErrSubscriptionRefused when the broker refused it), except
+// ErrClosed, or ErrSubscriptionRefused when the broker refused it: then a
+// subscription the filter had before stands, handler and all), except
 // for ctx's own error: then the caller stopped waiting, and, as with a
 // Publish whose ctx ended, the subscription stands and is made.
 func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h MessageHandler) error {
@@ -57,7 +58,8 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 	deliver := func(m engine.Message) {
 		h(Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retained: m.Retain, Duplicate: m.Duplicate})
 	}
-	if err := c.subs.Add(filter, qos, deliver); err != nil {
+	undo, err := c.subs.Add(filter, qos, deliver)
+	if err != nil {
 		return err
 	}
 	sess := c.liveSession()
@@ -66,7 +68,7 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 	}
 	switch err := c.subs.Subscribe(ctx, sess, filter); {
 	case errors.Is(err, ErrSubscriptionRefused):
-		c.subs.Forget(filter)
+		undo() // not registered; a subscription the filter had before stands
 		return err
 	case err != nil && ctx.Err() != nil:
 		return ctx.Err()

@@ -163,11 +163,17 @@ func TestSubscribeRacingALossSaysWhatHappened(t *testing.T) {
 
 // refuseFilters makes the embedded broker refuse (SUBACK 0x80) every
 // filter under denied/, as a broker with an ACL or a filter limit does.
-type refuseFilters struct{ mqtt.HookBase }
+type refuseFilters struct {
+	mqtt.HookBase
+	off atomic.Bool
+}
 
-func (refuseFilters) ID() string           { return "refuse-filters" }
-func (refuseFilters) Provides(b byte) bool { return b == mqtt.OnSubscribe }
-func (refuseFilters) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+func (*refuseFilters) ID() string           { return "refuse-filters" }
+func (*refuseFilters) Provides(b byte) bool { return b == mqtt.OnSubscribe }
+func (h *refuseFilters) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if h.off.Load() {
+		return pk
+	}
 	for i, f := range pk.Filters {
 		if strings.HasPrefix(f.Filter, "denied/") {
 			pk.Filters[i].Filter = "denied/#/invalid" // the broker answers 0x80
@@ -179,7 +185,7 @@ func (refuseFilters) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Pack
 // A filter the broker refuses is not registered, and says so.
 func TestRefusedSubscriptionIsNotRegistered(t *testing.T) {
 	leakCheck(t)
-	b := startEmbedded(t, broker.WithHook(&refuseFilters{}))
+	b := startEmbedded(t, broker.WithHook(new(refuseFilters)))
 	c := newClient(t, WithBroker(b.URL()))
 	connect(t, c)
 	err := c.Subscribe(t.Context(), "denied/x", 1, func(Message) {})
@@ -197,6 +203,27 @@ func TestRefusedSubscriptionIsNotRegistered(t *testing.T) {
 	rec.next(t, 5*time.Second, "reconnected", to(StateConnected))
 	_, active = c.GrantedQoS("denied/x")
 	require.False(t, active)
+}
+
+// A refused change of handler leaves the subscription the filter had: the
+// broker still has it, and its messages still reach the old handler.
+func TestRefusedResubscribeKeepsTheSubscription(t *testing.T) {
+	leakCheck(t)
+	hook := &refuseFilters{}
+	hook.off.Store(true)
+	b := startEmbedded(t, broker.WithHook(hook))
+	c := newClient(t, WithBroker(b.URL()))
+	connect(t, c)
+	old, replacement := &received{n: map[string]int{}}, &received{n: map[string]int{}}
+	require.NoError(t, c.Subscribe(t.Context(), "denied/x", 1, old.add))
+	hook.off.Store(false)
+	require.ErrorIs(t, c.Subscribe(t.Context(), "denied/x", 1, replacement.add), ErrSubscriptionRefused)
+	q, active := c.GrantedQoS("denied/x")
+	require.True(t, active, "the old subscription stands")
+	require.Equal(t, byte(1), q)
+	publishAllThenFence(t, b.URL(), nil, "denied/x", old)
+	require.Zero(t, replacement.count("denied/x"))
+	require.Zero(t, c.Stats().Unrouted)
 }
 
 func TestSlowHandlerDoesNotKillTheConnection(t *testing.T) {

@@ -23,9 +23,10 @@
 // acknowledging it is alive however long it takes, and one whose peer
 // acknowledges nothing is dead on the usual schedule.
 //
-// While degraded, the monitor pings every quarter keepalive whatever the
-// traffic, so that a link that recovered under load is seen to have
-// recovered: a busy link would otherwise never be measured again.
+// While degraded and busy, the monitor pings every quarter keepalive, so
+// that a link that recovered under load is seen to have recovered: a busy
+// link would otherwise never be measured again. An idle degraded link
+// keeps the one ping per keepalive.
 package keepalive
 
 import (
@@ -84,8 +85,10 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 		upOK    bool
 		ackedAt time.Time // last time the peer acknowledged upload bytes
 		wasDegr bool
-		// last PINGREQ sent to measure a degraded link again
-		rechecked = clk.Now()
+		// last PINGREQ sent to measure a degraded link again, and the
+		// packet count after the last ping of any kind
+		rechecked     = clk.Now()
+		pingedPackets uint64
 	)
 	polled := clk.Now()
 	if cfg.Upload != nil {
@@ -120,17 +123,21 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 			return
 		}
 		idle := max(s.SinceReceived, s.SinceSent)
-		recheck := wasDegr && now.Sub(rechecked) >= ceiling && s.PingOutstanding == 0
+		// Traffic since the last ping, beyond the ping and its answer: on
+		// an idle link the regular ping measures it.
+		busy := s.PacketsIn+s.PacketsOut > pingedPackets+1
+		recheck := wasDegr && busy && now.Sub(rechecked) >= ceiling && s.PingOutstanding == 0
 		if idle >= pingAfter || recheck {
 			// The ping's own write may take no longer than the link has left.
 			if err := conn.SendPing(max(min(ka/4, deadAfter-silence), time.Millisecond)); err != nil && !errors.Is(err, wire.ErrBusy) {
 				_ = conn.CloseWithError(fmt.Errorf("%w: sending PINGREQ: %w", errs.KeepaliveTimeout, err))
 				return
 			}
+			s = conn.Stats()
+			pingedPackets = s.PacketsIn + s.PacketsOut
 			if recheck {
 				rechecked = now
 			}
-			s = conn.Stats()
 			idle = max(s.SinceReceived, s.SinceSent)
 		}
 		var why error

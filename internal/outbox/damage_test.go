@@ -195,3 +195,29 @@ func FuzzDecodeRecord(f *testing.F) {
 		require.Equal(t, m, again)
 	})
 }
+
+// A damaged bucket name must not pass for an empty outbox.
+func TestMissingBucketIsDamage(t *testing.T) {
+	dir := t.TempDir()
+	path := sound(t, dir, 5)
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketMsgs) }))
+	require.NoError(t, db.Close())
+	_, err = Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 10, Dir: dir})
+	require.ErrorIs(t, err, errs.OutboxCorrupt)
+}
+
+// A salvage that cannot write its new file puts the damaged one back.
+func TestFailedSalvageLeavesTheDamagedFileInPlace(t *testing.T) {
+	dir := t.TempDir()
+	path := sound(t, dir, 5)
+	rewrite(t, path, func(v []byte) []byte { v[0] = 7; return v })
+	// The new file's temporary name is taken by a directory: writing fails.
+	require.NoError(t, os.Mkdir(path+".salvage", 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(path+".salvage", "x"), nil, 0o600))
+	_, err := Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 10, Dir: dir, Salvage: true})
+	require.Error(t, err)
+	_, err = Open(Config{MaxCount: 10, MaxBytes: 1 << 20, KeyWindow: time.Hour, KeyCount: 10, Dir: dir})
+	require.ErrorIs(t, err, errs.OutboxCorrupt, "the damaged file is back in place, not an empty outbox")
+}

@@ -51,7 +51,8 @@ const fileName = "outbox.db"
 type Salvage struct {
 	Damaged   string // where the damaged file is now; it is never deleted
 	Recovered int    // messages read back and kept
-	Lost      int    // records that could not be read back; -1 when unknown (the file could not be read at all)
+	Lost      int    // message records that could not be read back; -1 when unknown (the file could not be read at all)
+	LostKeys  int    // idempotency keys that could not be read back: a retry of their message is sent again
 	Cause     error  // what was wrong with it
 }
 
@@ -95,11 +96,13 @@ func corrupt(path string, format string, args ...any) error {
 // load opens path and reads every record, validating each. A panic or a
 // memory fault inside bbolt is turned into errs.OutboxCorrupt.
 func load(path string) (db *bolt.DB, msgs []storedMsg, keys []storedKey, err error) {
-	if fi, serr := os.Stat(path); serr == nil && fi.Size() == 0 {
+	fi, serr := os.Stat(path)
+	if serr == nil && fi.Size() == 0 {
 		// bbolt would take an empty file for a new one; one the outbox
 		// made is never empty, so its content is gone.
 		return nil, nil, nil, corrupt(path, "the file is empty")
 	}
+	existed := serr == nil
 	var file *os.File
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -131,7 +134,12 @@ func load(path string) (db *bolt.DB, msgs []storedMsg, keys []storedKey, err err
 	}
 	var bad error
 	err = db.View(func(tx *bolt.Tx) error {
-		msgs, keys, _, bad = readAll(tx, path)
+		if existed && (tx.Bucket(bucketMsgs) == nil || tx.Bucket(bucketKeys) == nil) {
+			// The outbox makes both when it makes the file: a damaged
+			// name must not pass for an empty outbox.
+			return corrupt(path, "a bucket of the outbox is missing")
+		}
+		msgs, keys, _, _, bad = readAll(tx, path)
 		return bad
 	})
 	if err == nil {
@@ -155,7 +163,7 @@ func load(path string) (db *bolt.DB, msgs []storedMsg, keys []storedKey, err err
 
 // readAll reads and validates every record. It returns what reads back
 // sound, how many records did not, and the first of those.
-func readAll(tx *bolt.Tx, path string) (msgs []storedMsg, keys []storedKey, lost int, bad error) {
+func readAll(tx *bolt.Tx, path string) (msgs []storedMsg, keys []storedKey, lost, lostKeys int, bad error) {
 	reject := func(err error) {
 		lost++
 		bad = cmp.Or(bad, err)
@@ -179,8 +187,9 @@ func readAll(tx *bolt.Tx, path string) (msgs []storedMsg, keys []storedKey, lost
 	if kb := tx.Bucket(bucketKeys); kb != nil {
 		_ = kb.ForEach(func(k, v []byte) error {
 			if len(v) != 8+32 || len(k) == 0 {
+				lostKeys++
 				bad = cmp.Or(bad, corrupt(path, "idempotency key record of %d bytes", len(v)))
-				return nil // a lost key is no lost message
+				return nil
 			}
 			sk := storedKey{key: string(k), at: time.Unix(0, int64(binary.BigEndian.Uint64(v)))}
 			copy(sk.digest[:], v[8:])
@@ -188,25 +197,56 @@ func readAll(tx *bolt.Tx, path string) (msgs []storedMsg, keys []storedKey, lost
 			return nil
 		})
 	}
-	return msgs, keys, lost, bad
+	return msgs, keys, lost, lostKeys, bad
 }
 
 // quarantine moves a damaged file aside, reads what it can of it, and
-// starts a new file with that.
+// starts a new file with that. The new file is written under a temporary
+// name and renamed into place only when complete; on any failure the
+// damaged file goes back where it was, so nothing that could be read is
+// left only beside an empty outbox.
 func quarantine(path string, cause error) (*store, []storedMsg, []storedKey, *Salvage, error) {
 	damaged := fmt.Sprintf("%s.damaged-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
 	if err := os.Rename(path, damaged); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("durable outbox: moving the damaged %s aside: %w", path, err)
 	}
 	report := &Salvage{Damaged: damaged, Cause: cause}
-	msgs, keys, lost := salvageFrom(damaged)
-	report.Recovered, report.Lost = len(msgs), lost
-	db, _, _, err := load(path) // a new, empty file
+	msgs, keys, lost, lostKeys := salvageFrom(damaged)
+	report.Recovered, report.Lost, report.LostKeys = len(msgs), lost, lostKeys
+	fresh := path + ".salvage"
+	_ = os.Remove(fresh)
+	if err := writeSalvaged(fresh, msgs, keys); err != nil {
+		_ = os.Remove(fresh)
+		_ = os.Rename(damaged, path)
+		return nil, nil, nil, nil, fmt.Errorf("durable outbox %s: writing what was salvaged: %w", path, err)
+	}
+	if err := os.Rename(fresh, path); err != nil {
+		_ = os.Remove(fresh)
+		_ = os.Rename(damaged, path)
+		return nil, nil, nil, nil, fmt.Errorf("durable outbox %s: %w", path, err)
+	}
+	db, msgs, keys, err := load(path)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	return &store{db: db}, msgs, keys, report, nil
+}
+
+// writeSalvaged writes a complete outbox file of msgs and keys at path.
+func writeSalvaged(path string, msgs []storedMsg, keys []storedKey) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond})
+	if err != nil {
+		return err
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		mb, kb := tx.Bucket(bucketMsgs), tx.Bucket(bucketKeys)
+		mb, err := tx.CreateBucketIfNotExists(bucketMsgs)
+		if err != nil {
+			return err
+		}
+		kb, err := tx.CreateBucketIfNotExists(bucketKeys)
+		if err != nil {
+			return err
+		}
 		for _, m := range msgs {
 			if err := mb.Put(seqKey(m.seq), encode(&m.msg)); err != nil {
 				return err
@@ -221,16 +261,15 @@ func quarantine(path string, cause error) (*store, []storedMsg, []storedKey, *Sa
 		}
 		return nil
 	})
-	if err != nil {
-		_ = db.Close()
-		return nil, nil, nil, nil, fmt.Errorf("durable outbox %s: writing what was salvaged: %w", path, err)
+	if cerr := db.Close(); err == nil {
+		err = cerr
 	}
-	return &store{db: db}, msgs, keys, report, nil
+	return err
 }
 
 // salvageFrom reads the valid records of a damaged file, read-only, and
 // counts the others; lost is -1 when the file cannot be read at all.
-func salvageFrom(path string) (msgs []storedMsg, keys []storedKey, lost int) {
+func salvageFrom(path string) (msgs []storedMsg, keys []storedKey, lost, lostKeys int) {
 	var file *os.File
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -248,14 +287,14 @@ func salvageFrom(path string) (msgs []storedMsg, keys []storedKey, lost int) {
 			return f, err
 		}})
 	if err != nil {
-		return nil, nil, -1
+		return nil, nil, -1, 0
 	}
 	defer db.Close()
 	_ = db.View(func(tx *bolt.Tx) error {
-		msgs, keys, lost, _ = readAll(tx, path)
+		msgs, keys, lost, lostKeys, _ = readAll(tx, path)
 		return nil
 	})
-	return msgs, keys, lost
+	return msgs, keys, lost, lostKeys
 }
 
 func seqKey(seq uint64) []byte {

@@ -62,27 +62,53 @@ func New(cfg Config) *Registry {
 }
 
 // Add registers h for filter, replacing the handler of a filter that was
-// there, and starts its worker. It returns errs.Closed once stopped.
-func (r *Registry) Add(filter string, qos byte, h func(engine.Message)) error {
+// there, and starts its worker. It returns errs.Closed once stopped, and
+// undo, which puts back what the filter had before (its subscription, or
+// its pending removal) when the broker refuses the new one.
+func (r *Registry) Add(filter string, qos byte, h func(engine.Message)) (undo func(), err error) {
 	match, err := topic.ValidateFilter(filter)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s := &subscription{filter: filter, match: match, qos: qos, handler: h,
 		queue: make(chan engine.Message, r.cfg.Backlog)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
-		return errs.Closed
+		return nil, errs.Closed
 	}
-	if old, ok := r.subs[filter]; ok {
+	old, hadOld := r.subs[filter]
+	removal, hadRemoval := r.dropped[filter]
+	if hadOld {
 		close(old.queue) // its worker finishes what it has, then ends
 	}
 	r.subs[filter] = s
 	delete(r.dropped, filter) // subscribed again: the SUBSCRIBE replaces any pending UNSUBSCRIBE
+	r.start(s)
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.stopped || r.subs[filter] != s {
+			return // replaced or removed since: that change stands
+		}
+		close(s.queue)
+		delete(r.subs, filter)
+		if hadOld {
+			back := &subscription{filter: old.filter, match: old.match, qos: old.qos, granted: old.granted,
+				handler: old.handler, active: old.active, queue: make(chan engine.Message, r.cfg.Backlog)}
+			r.subs[filter] = back
+			r.start(back)
+		}
+		if hadRemoval {
+			r.dropped[filter] = removal
+		}
+	}, nil
+}
+
+// start runs the worker of s; mu must be held.
+func (r *Registry) start(s *subscription) {
 	r.workers.Add(1)
 	go r.work(s)
-	return nil
 }
 
 // Removal names one call of Remove, for Confirm.
@@ -130,17 +156,6 @@ func (r *Registry) confirmUpTo(rm Removal, filters []string) {
 		if g, ok := r.dropped[f]; ok && g <= uint64(rm) {
 			delete(r.dropped, f)
 		}
-	}
-}
-
-// Forget takes filter out of the registry without telling the broker: it
-// refused the subscription.
-func (r *Registry) Forget(filter string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s, ok := r.subs[filter]; ok {
-		close(s.queue)
-		delete(r.subs, filter)
 	}
 }
 

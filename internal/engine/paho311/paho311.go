@@ -150,13 +150,12 @@ func (s *session) Publish(m engine.Message) engine.Pending {
 }
 
 func (s *session) Subscribe(ctx context.Context, filter string, qos byte) (byte, error) {
-	tok := s.paho.Subscribe(filter, qos, nil) // nil: messages go to the default handler
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
+	var tok mqtt.Token
+	err := s.untilTaken(ctx, func() mqtt.Token {
+		tok = s.paho.Subscribe(filter, qos, nil) // nil: messages go to the default handler
+		return tok
+	})
+	if err != nil {
 		return 0, err
 	}
 	granted := qos
@@ -174,12 +173,33 @@ func (s *session) Subscribe(ctx context.Context, filter string, qos byte) (byte,
 }
 
 func (s *session) Unsubscribe(ctx context.Context, filters ...string) error {
-	tok := s.paho.Unsubscribe(filters...)
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
+	return s.untilTaken(ctx, func() mqtt.Token { return s.paho.Unsubscribe(filters...) })
+}
+
+// untilTaken sends a request and waits for its answer. paho refuses a
+// request whose hand-off to its writer timed out (the writer is busy with
+// a long upload) although the connection is fine: the request is made
+// again while the connection lasts and ctx allows, so that an error means
+// the connection ended (or ctx did), never that the request was dropped.
+func (s *session) untilTaken(ctx context.Context, send func() mqtt.Token) error {
+	for {
+		tok := send()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err := tok.Error()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.conn.Done():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

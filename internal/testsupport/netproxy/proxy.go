@@ -275,6 +275,9 @@ type delayed struct {
 	done  chan struct{}
 	once  sync.Once
 	err   atomic.Pointer[error]
+	// held counts chunks queued and not yet written: while any is, a new
+	// chunk queues behind it even with no delay, so the order holds.
+	held atomic.Int64
 }
 
 type timedChunk struct {
@@ -293,9 +296,10 @@ func (d *delayed) Write(b []byte) (int, error) {
 		return 0, *e
 	}
 	lag := time.Duration(d.p.delay.Load())
-	if lag <= 0 && len(d.queue) == 0 {
+	if lag <= 0 && d.held.Load() == 0 {
 		return d.Conn.Write(b)
 	}
+	d.held.Add(1)
 	select {
 	case d.queue <- timedChunk{at: time.Now().Add(lag), b: bytes.Clone(b)}:
 		return len(b), nil
@@ -309,7 +313,9 @@ func (d *delayed) run() {
 		select {
 		case c := <-d.queue:
 			time.Sleep(time.Until(c.at))
-			if _, err := d.Conn.Write(c.b); err != nil {
+			_, err := d.Conn.Write(c.b)
+			d.held.Add(-1)
+			if err != nil {
 				d.err.Store(&err)
 				return
 			}

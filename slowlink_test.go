@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/steadymqtt/steadymqtt/internal/testsupport/broker"
@@ -242,5 +244,54 @@ func slowBrokerIsNotDropped(t *testing.T) {
 			require.NotEqual(t, StateReconnecting, ev.To, "%s: a slow but answering broker was dropped: %+v", r.name, ev)
 		}
 		require.GreaterOrEqual(t, r.c.Health().RTT, ka*4/10, "%s: the round trip was measured", r.name)
+	}
+}
+
+// Subscription changes made while a long upload holds paho's writer are
+// made, not dropped: paho refuses the hand-off while its writer is busy,
+// and the request goes again while the connection lasts.
+func TestSubscriptionChangesDuringAnUpload(t *testing.T) {
+	leakCheck(t)
+	m := startMosquitto(t, broker.MosquittoConfig{})
+	proxy, err := netproxy.Start(m.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	got := &received{n: map[string]int{}}
+	c := newClient(t, WithBroker(proxy.URL()), WithKeepAlive(10*time.Second), WithBackoff(backoff.NewConstantBackOff(retry)))
+	rec := record(c)
+	for _, f := range []string{"old/x", "fence/t"} {
+		require.NoError(t, c.Subscribe(t.Context(), f, 1, got.add))
+	}
+	connect(t, c)
+	// Faster than an LTE uplink but larger than the socket buffers take,
+	// so that paho's writer is held in its write for seconds.
+	proxy.Throttle(1 << 20)
+	uploaded := make(chan error, 1)
+	go func() { uploaded <- c.Publish(t.Context(), "big/t", bigPayload(8<<20), WithQoS(1)) }()
+	require.Eventually(t, func() bool { return c.Stats().Outbox == 1 }, time.Second, time.Millisecond)
+	time.Sleep(time.Second) // the buffers are full: the writer waits
+	var wg sync.WaitGroup
+	for _, f := range []string{"new/x", "new/y"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, c.Subscribe(t.Context(), f, 1, got.add))
+		}()
+	}
+	require.NoError(t, c.Unsubscribe(t.Context(), "old/x"))
+	wg.Wait()
+	require.NoError(t, <-uploaded)
+	proxy.Throttle(0)
+	for _, f := range []string{"new/x", "new/y"} {
+		_, active := c.GrantedQoS(f)
+		require.True(t, active, "%s: Subscribe returned nil, so it is made", f)
+	}
+	publishAllThenFence(t, m.URL(), []string{"new/x", "new/y", "old/x"}, "fence/t", got)
+	require.Equal(t, 1, got.count("new/x"))
+	require.Equal(t, 1, got.count("new/y"))
+	require.Zero(t, got.count("old/x"))
+	require.Zero(t, c.Stats().Unrouted, "the broker still holds a filter Unsubscribe said was gone")
+	for _, ev := range rec.all() {
+		require.NotEqual(t, StateReconnecting, ev.To, "the upload's link was lost: %+v", ev)
 	}
 }

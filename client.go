@@ -266,6 +266,7 @@ func (c *Client) managerConfig() manager.Config {
 		ConnectTimeout: cfg.connectTimeout, StableAfter: cfg.stableAfter, Backoff: cfg.backoff,
 		TLS: &cfg.tls, SourceIP: cfg.sourceIP, Picker: c.picker,
 		Engine: paho311.Engine{}, Clock: cfg.clock, OnMessage: c.subs.Route, FixedOrder: cfg.fixedOrder,
+		Failback: cfg.brokerFailback,
 	}
 }
 

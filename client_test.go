@@ -576,3 +576,34 @@ func TestFailoverToAnotherEndpointDoesNotWaitTheBackoff(t *testing.T) {
 	require.NotEqual(t, on, back.Broker)
 	t.Logf("moved from %s to %s in %v", on, back.Broker, back.Time.Sub(lost.Time).Round(time.Millisecond))
 }
+
+// Connected elsewhere, a client returns to its preferred endpoint once
+// that one has been reachable for the hold, not before.
+func TestReturnsToThePreferredEndpoint(t *testing.T) {
+	leakCheck(t)
+	a, b := startEmbedded(t), startEmbedded(t)
+	const hold = 500 * time.Millisecond
+	c := newClient(t, WithBroker(a.URL(), b.URL()), WithFixedBrokerOrder(), WithBrokerFailback(hold),
+		WithBackoff(backoff.NewConstantBackOff(100*time.Millisecond)))
+	rec := record(c)
+	connect(t, c)
+	require.Equal(t, a.URL(), rec.next(t, time.Second, "on a", to(StateConnected)).Broker)
+	require.NoError(t, a.Stop())
+	moved := rec.next(t, 5*time.Second, "on b", to(StateConnected))
+	require.Equal(t, b.URL(), moved.Broker)
+
+	require.NoError(t, a.Start())
+	upAt := time.Now()
+	back := rec.next(t, 5*time.Second, "back on a", func(ev Event) bool { return ev.To == StateConnected && ev.From != ev.To && ev.Broker == a.URL() })
+	waited := back.Time.Sub(upAt)
+	t.Logf("back on the preferred endpoint %v after it returned (hold %v, up to half again at random)", waited.Round(time.Millisecond), hold)
+	require.GreaterOrEqual(t, waited, hold, "moved back before the hold")
+	lostOnB := 0
+	for _, ev := range rec.all() {
+		if ev.Kind == KindState && ev.From.Up() && ev.To == StateReconnecting && ev.Broker == b.URL() {
+			lostOnB++
+			require.ErrorIs(t, ev.Err, ErrNetworkChanged, "the move back is the client's own")
+		}
+	}
+	require.Equal(t, 1, lostOnB)
+}

@@ -72,6 +72,7 @@ type config struct {
 	outboxDir      string
 	outboxSalvage  bool
 	fixedOrder     bool
+	brokerFailback time.Duration
 	maxPacket      int // 0: only what MQTT itself cannot encode is refused
 	dropOldest     bool
 	queueQoS0      bool
@@ -93,6 +94,7 @@ func defaultConfig() *config {
 		clock:          clock.Real{},
 		cleanSession:   true,
 		failback:       DefaultFailback,
+		brokerFailback: DefaultBrokerFailback,
 		netSource:      netif.System{},
 		outboxCount:    DefaultOutboxCount,
 		outboxBytes:    DefaultOutboxBytes,

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Which brokers to connect to, and in what order.
@@ -113,4 +114,24 @@ func redactRaw(raw string) string {
 // the first must be preferred, not spread over.
 func WithFixedBrokerOrder() Option {
 	return func(c *config) error { c.fixedOrder = true; return nil }
+}
+
+// DefaultBrokerFailback is how long a client's preferred broker must have
+// been reachable before the client, connected to another one, goes back.
+const DefaultBrokerFailback = 30 * time.Second
+
+// WithBrokerFailback sets how long a client's preferred broker (the first
+// of its order) must have been reachable, probed with a TCP connection,
+// before a client connected to another endpoint goes back to it; up to
+// half as long again is added at random, so a recovered node is refilled
+// without a storm, and the wait doubles after each fail-back that failed.
+// Default 30 s; 0 stays on whichever endpoint works.
+func WithBrokerFailback(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return optionError("WithBrokerFailback", "%v must not be negative", d)
+		}
+		c.brokerFailback = d
+		return nil
+	}
 }

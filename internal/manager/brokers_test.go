@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -60,4 +61,29 @@ func TestBackoffPerRoundOfEndpoints(t *testing.T) {
 	single := newRotation(nodes(1), "c", false)
 	require.True(t, single.ended(false), "one broker: the backoff after every failure, as before")
 	require.True(t, single.ended(true))
+}
+
+// A fail-back whose attempt failed doubles the next hold; one that worked
+// resets it. The jitter adds at most half.
+func TestFailbackHoldGrowsAfterFailedFailbacks(t *testing.T) {
+	r := newRotation(nodes(2), "c", true)
+	const base = time.Second
+	within := func(want time.Duration) {
+		t.Helper()
+		d := r.hold(base)
+		require.GreaterOrEqual(t, d, want)
+		require.LessOrEqual(t, d, want+want/2)
+	}
+	within(base)
+	r.failBack()
+	require.Equal(t, r.preferred(), r.next())
+	r.result(r.preferred(), false)
+	within(2 * base)
+	r.failBack()
+	r.result(r.preferred(), false)
+	within(4 * base)
+	r.result(r.urls[1], false) // not the preferred one: no bearing
+	within(4 * base)
+	r.result(r.preferred(), true)
+	within(base)
 }

@@ -25,6 +25,7 @@ import (
 // a sender stuck in a hand-off cannot hold up what the state says.
 func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.Session, conn *wire.Conn) (upAt time.Time, lossErr error, stopped bool, wait func()) {
 	m.cfg.Picker.Connected(ch)
+	m.brokers.result(u, true)
 	end := make(chan struct{})
 	m.hooks.Live(sess)
 	defer m.hooks.Live(nil)
@@ -48,6 +49,13 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		go func() {
 			defer wg.Done()
 			m.cfg.Picker.Watch(ch, conn, end)
+		}()
+	}
+	if m.watchesPreferred(u) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.watchPreferred(ch, conn, end)
 		}()
 	}
 

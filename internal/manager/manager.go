@@ -53,6 +53,9 @@ type Config struct {
 	// FixedOrder keeps the brokers in the order given instead of an order
 	// of this client's own.
 	FixedOrder bool
+	// Failback is how long the preferred broker must be reachable before a
+	// client connected elsewhere goes back to it; 0: it stays.
+	Failback time.Duration
 }
 
 // Hooks are the manager's reports. Each is called from the manager's
@@ -155,6 +158,7 @@ func (m *Manager) round(u *url.URL) result {
 		return r
 	}
 	if err != nil {
+		m.brokers.result(u, false)
 		r.err = err
 		return r
 	}

@@ -35,6 +35,21 @@ type realTimer struct{ t *time.Timer }
 func (r realTimer) C() <-chan time.Time { return r.t.C }
 func (r realTimer) Stop() bool          { return r.t.Stop() }
 
+// Wait waits d on c and reports true, or false as soon as stop or done
+// is closed first (either may be nil).
+func Wait(c Clock, d time.Duration, stop, done <-chan struct{}) bool {
+	t := c.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-stop:
+		return false
+	case <-done:
+		return false
+	}
+}
+
 // Since is c.Now().Sub(t).
 func Since(c Clock, t time.Time) time.Duration { return c.Now().Sub(t) }
 

@@ -158,15 +158,8 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 		if idle < pingAfter {
 			next = min(next, pingAfter-idle)
 		}
-		t := clk.NewTimer(max(next, floor))
-		select {
-		case <-stop:
-			t.Stop()
+		if !clock.Wait(clk, max(next, floor), stop, conn.Done()) {
 			return
-		case <-conn.Done():
-			t.Stop()
-			return
-		case <-t.C():
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/steadymqtt/steadymqtt/internal/clock"
 	"github.com/steadymqtt/steadymqtt/internal/dial"
 	"github.com/steadymqtt/steadymqtt/internal/errs"
 	"github.com/steadymqtt/steadymqtt/internal/netpick"
@@ -27,15 +28,8 @@ func (m *Manager) watchPreferred(ch netpick.Choice, conn *wire.Conn, end <-chan 
 	target := dial.Target{URL: &probe, Interface: ch.Interface, IfIndex: ch.Index, Source: ch.Addr, SourceIP: m.cfg.SourceIP}
 	var since time.Time // reachable since; zero while not
 	for {
-		t := m.cfg.Clock.NewTimer(every)
-		select {
-		case <-end:
-			t.Stop()
+		if !clock.Wait(m.cfg.Clock, every, end, conn.Done()) {
 			return
-		case <-conn.Done():
-			t.Stop()
-			return
-		case <-t.C():
 		}
 		if !m.reachable(target, every) {
 			since = time.Time{}

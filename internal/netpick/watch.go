@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/steadymqtt/steadymqtt/internal/clock"
 	"github.com/steadymqtt/steadymqtt/internal/errs"
 )
 
@@ -38,12 +39,8 @@ func (p *Picker) Watch(ch Choice, conn Closer, stop <-chan struct{}) {
 		since = make([]time.Time, ch.Pos)
 	}
 	for {
-		t := p.cfg.Clock.NewTimer(WatchInterval)
-		select {
-		case <-stop:
-			t.Stop()
+		if !clock.Wait(p.cfg.Clock, WatchInterval, stop, nil) {
 			return
-		case <-t.C():
 		}
 		if why := p.boundGone(ch, local); why != nil {
 			_ = conn.CloseWithError(fmt.Errorf("%w: %w", errs.NetworkChanged, why))

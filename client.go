@@ -105,6 +105,10 @@ func New(opts ...Option) (*Client, error) {
 		c.log.Error("durable outbox was damaged and salvaged", zap.String("damaged_file", s.Damaged),
 			zap.Int("recovered", s.Recovered), zap.Int("lost", s.Lost), zap.Int("lost_keys", s.LostKeys), zap.Error(s.Cause))
 	}
+	if n := ob.Len(); n > 0 {
+		c.log.Info("durable outbox: messages recovered from disk; they are sent once connected",
+			zap.String("dir", cfg.outboxDir), zap.Int("messages", n), zap.Int("bytes", ob.Bytes()))
+	}
 	c.subs = subs.New(c.subsConfig())
 	c.sender = sender.New(c.senderConfig())
 	c.picker = netpick.New(netpick.Config{
@@ -174,15 +178,23 @@ func (c *Client) Connect(ctx context.Context) error {
 	}
 }
 
-// Close stops the client: it refuses new work (ErrClosed), sends what the
-// outbox holds while ctx allows (5 s when ctx has no deadline), sends
-// DISCONNECT if connected, delivers the final StateClosed event to
-// subscribers (giving them at most 2 s), and stops every goroutine it
-// started. It waits for all that until ctx ends, and returns ctx's error if
-// it had to stop waiting; the shutdown still completes in the background.
-// Messages left in the outbox are reported as an error wrapping
-// ErrNotDelivered. Calling it again is harmless. It may be called from an
-// event callback.
+// Close stops the client:
+//
+//   - it refuses new work: Publish and Subscribe return ErrClosed;
+//   - it flushes: the outbox keeps being sent while ctx allows (5 s when
+//     ctx has no deadline), and a Publish waiting for its acknowledgement
+//     still gets it;
+//   - it publishes the "offline" presence message (WithPresence) and sends
+//     DISCONNECT if connected, so the broker does not publish the will;
+//   - it delivers the final StateClosed event to subscribers (giving them
+//     at most 2 s) and stops every goroutine it started.
+//
+// It waits for all that until ctx ends, and returns ctx's error if it had
+// to stop waiting; the shutdown still completes in the background. When
+// messages were left in the outbox the error is a *CloseError with their
+// count and whether they are on disk for the next start (it matches
+// ErrNotDelivered); their Publish calls return ErrNotDelivered. Calling
+// Close again is harmless. It may be called from an event callback.
 func (c *Client) Close(ctx context.Context) error {
 	c.lifeMu.Lock()
 	first := !c.closed
@@ -202,11 +214,7 @@ func (c *Client) Close(ctx context.Context) error {
 	select {
 	case <-c.done:
 		if n := c.unsent; n > 0 {
-			where := "lost"
-			if c.outbox.Durable() {
-				where = "kept in the durable outbox for the next start"
-			}
-			return fmt.Errorf("%w: close: %d messages not acknowledged (%s)", ErrNotDelivered, n, where)
+			return &CloseError{NotDelivered: n, Durable: c.outbox.Durable()}
 		}
 		return nil
 	case <-ctx.Done():
@@ -231,7 +239,12 @@ func (c *Client) finish(final error) {
 	if err != nil {
 		c.log.Error("closing the durable outbox", zap.Error(err))
 	}
-	c.unsent = unsent
+	for q, n := range unsent {
+		c.unsent += n
+		if !c.outbox.Durable() {
+			c.stats.failed[q].Add(uint64(n))
+		}
+	}
 	c.subs.Stop(drainTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	if err := c.bus.Close(ctx); err != nil {
@@ -266,13 +279,16 @@ func (c *Client) managerConfig() manager.Config {
 		ConnectTimeout: cfg.connectTimeout, StableAfter: cfg.stableAfter, Backoff: cfg.backoff,
 		TLS: &cfg.tls, SourceIP: cfg.sourceIP, Picker: c.picker,
 		Engine: paho311.Engine{}, Clock: cfg.clock, OnMessage: c.subs.Route, FixedOrder: cfg.fixedOrder,
-		Failback: cfg.brokerFailback,
+		Failback: cfg.brokerFailback, GiveUp: cfg.giveUp,
 	}
 }
 
 func (c *Client) managerHooks() manager.Hooks {
 	return manager.Hooks{
-		Attempt: c.m.newAttempt,
+		Attempt: func(broker, iface string) uint64 {
+			c.stats.attempts.Add(1)
+			return c.m.newAttempt(broker, iface)
+		},
 		Failed:  c.m.failed,
 		Up:      c.up,
 		Lost:    c.m.lost,
@@ -300,7 +316,11 @@ func (c *Client) up(epoch uint64, conn *wire.Conn, sessionPresent bool) {
 	if !c.m.up(epoch, conn, sessionPresent) {
 		return
 	}
-	if c.wasUp.Swap(true) && !c.cfg.cleanSession && !sessionPresent {
+	again := c.wasUp.Swap(true)
+	if again {
+		c.stats.reconnects.Add(1)
+	}
+	if again && !c.cfg.cleanSession && !sessionPresent {
 		c.m.notice(KindSessionLost, errors.New("steadymqtt: the broker had no session for this client; subscriptions were made again, and messages queued for it while it was away are lost"), "", "")
 	}
 }

@@ -144,6 +144,11 @@ var (
 // Broker (redacted URL).
 type ConnectRefusedError = errs.ConnectRefusedError
 
+// CloseError is what Close returns when messages were left: how many, and
+// whether they are on disk (WithDurableOutbox) for the next start. It
+// matches ErrNotDelivered.
+type CloseError = errs.CloseError
+
 // TLSError is a classified TLS failure: Kind is one of the ErrTLS…
 // values, Detail says what was found, Err is the crypto error.
 type TLSError = errs.TLSError

@@ -75,25 +75,35 @@ func (h Health) MarshalJSON() ([]byte, error) {
 	return json.Marshal(o)
 }
 
-// Stats counts what the client did with messages since New. Arrays are
-// indexed by QoS.
+// Stats counts what the client did since New. Arrays are indexed by QoS.
+// The JSON names are stable: metrics and status pages read them.
 type Stats struct {
-	Published    [3]uint64 // accepted by Publish (not counting joined or deduplicated calls)
-	Acknowledged [3]uint64 // QoS 0: written; QoS 1/2: PUBACK/PUBCOMP seen
-	Dropped      [3]uint64 // refused offline (QoS 0), dropped from a full outbox, or poison
-	Deduplicated uint64    // Publish calls answered by an idempotency key without a send
-	Redelivered  uint64    // messages sent again on a new connection
-	Received     uint64    // messages received for subscriptions
-	HandlerDrops uint64    // received messages not handed to a full handler backlog
-	Unrouted     uint64    // received messages that matched no subscription
-	Outbox       int       // messages waiting to be sent or acknowledged
-	OutboxBytes  int
+	Published    [3]uint64 `json:"published"`    // accepted by Publish (not counting joined or deduplicated calls)
+	Acknowledged [3]uint64 `json:"acknowledged"` // QoS 0: written; QoS 1/2: PUBACK/PUBCOMP seen
+	Dropped      [3]uint64 `json:"dropped"`      // refused offline (QoS 0), dropped from a full outbox, or poison
+	// Failed: accepted but never delivered, not counting Dropped: still
+	// waiting when Close ended an in-memory outbox.
+	Failed       [3]uint64 `json:"failed"`
+	Deduplicated uint64    `json:"deduplicated"`  // Publish calls answered by an idempotency key without a send
+	Redelivered  uint64    `json:"redelivered"`   // messages sent again on a new connection
+	Received     uint64    `json:"received"`      // messages received for subscriptions
+	HandlerDrops uint64    `json:"handler_drops"` // received messages not handed to a full handler backlog
+	Unrouted     uint64    `json:"unrouted"`      // received messages that matched no subscription
+	// HandlerBacklog: received messages waiting for their handlers now.
+	HandlerBacklog int    `json:"handler_backlog"`
+	Attempts       uint64 `json:"attempts"`   // connection attempts made
+	Reconnects     uint64 `json:"reconnects"` // connections made after the first one
+	// Outbox and OutboxBytes: what waits to be sent or acknowledged; both 0
+	// after Close (what a durable outbox kept is reported by Close).
+	Outbox      int `json:"outbox"`
+	OutboxBytes int `json:"outbox_bytes"`
 }
 
 type counters struct {
-	published, acknowledged, dropped [3]atomic.Uint64
-	deduplicated, redelivered        atomic.Uint64
-	received, handlerDrops, unrouted atomic.Uint64
+	published, acknowledged, dropped, failed [3]atomic.Uint64
+	deduplicated, redelivered                atomic.Uint64
+	received, handlerDrops, unrouted         atomic.Uint64
+	attempts, reconnects                     atomic.Uint64
 }
 
 // Stats returns the counters; like Health it does no I/O.
@@ -103,12 +113,16 @@ func (c *Client) Stats() Stats {
 		s.Published[q] = c.stats.published[q].Load()
 		s.Acknowledged[q] = c.stats.acknowledged[q].Load()
 		s.Dropped[q] = c.stats.dropped[q].Load()
+		s.Failed[q] = c.stats.failed[q].Load()
 	}
 	s.Deduplicated = c.stats.deduplicated.Load()
 	s.Redelivered = c.stats.redelivered.Load()
 	s.Received = c.stats.received.Load()
 	s.HandlerDrops = c.stats.handlerDrops.Load()
 	s.Unrouted = c.stats.unrouted.Load()
+	s.HandlerBacklog = c.subs.Backlog()
+	s.Attempts = c.stats.attempts.Load()
+	s.Reconnects = c.stats.reconnects.Load()
 	s.Outbox, s.OutboxBytes = c.outbox.Len(), c.outbox.Bytes()
 	return s
 }

@@ -1,6 +1,7 @@
 package steadymqtt
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -82,6 +83,7 @@ type config struct {
 	poisonAfter    int
 	envelope       bool
 	handlerBacklog int
+	giveUpOn       []error
 }
 
 func defaultConfig() *config {
@@ -184,6 +186,34 @@ func WithBackoff(b backoff.BackOff) Option {
 		c.backoff = b
 		return nil
 	}
+}
+
+// WithGiveUpOn names failures that retrying will not fix, such as
+// ErrNotAuthorized or ErrInterfaceNotFound. When a connection attempt fails
+// with an error that matches one of them (errors.Is), the client stops
+// trying and closes, and Connect returns at once with an error that matches
+// both ErrGaveUp and the cause. A connection that was up and is lost is
+// always retried. By default every failure is retried.
+func WithGiveUpOn(targets ...error) Option {
+	return func(c *config) error {
+		for _, t := range targets {
+			if t == nil {
+				return optionError("WithGiveUpOn", "a nil error matches nothing")
+			}
+		}
+		c.giveUpOn = append(c.giveUpOn, targets...)
+		return nil
+	}
+}
+
+// giveUp reports whether err is one the user named in WithGiveUpOn.
+func (c *config) giveUp(err error) bool {
+	for _, t := range c.giveUpOn {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
 }
 
 // WithStableAfter sets how long a connection must stay up before the backoff

@@ -89,8 +89,31 @@ type ConnectRefusedError struct {
 }
 
 func (e *ConnectRefusedError) Error() string {
-	return fmt.Sprintf("steadymqtt: %s refused the connection: %s (CONNACK code %d)",
+	msg := fmt.Sprintf("steadymqtt: %s refused the connection: %s (CONNACK code %d)",
 		e.Broker, refusalText(e.Code), e.Code)
+	if h := e.Hint(); h != "" {
+		msg += "; " + h
+	}
+	return msg
+}
+
+// Hint says what to check for the refusal, "" when nothing useful can be
+// said.
+func (e *ConnectRefusedError) Hint() string {
+	switch e.Code {
+	case 1:
+		return "the broker does not speak this MQTT version"
+	case 2:
+		return "check the client ID (length, characters; a persistent session needs one)"
+	case 3:
+		return "the broker is up but cannot serve clients now; it may be starting or overloaded"
+	case 4:
+		return "check the user name and password (WithCredentials)"
+	case 5:
+		// Mosquitto answers a wrong password with 5, not 4.
+		return "check the user name and password (WithCredentials) and the broker's ACL for this client ID"
+	}
+	return ""
 }
 
 // Is lets errors.Is match the sentinel of the return code and Refused.
@@ -217,3 +240,19 @@ func (e *SourceError) Is(target error) bool { return target == e.Kind }
 
 // Unwrap returns the dial error.
 func (e *SourceError) Unwrap() error { return e.Err }
+
+// CloseError is Close's error when messages were left undelivered.
+type CloseError struct {
+	NotDelivered int  // messages still waiting when the client stopped
+	Durable      bool // they are on disk, to be sent by the next start
+}
+
+func (e *CloseError) Error() string {
+	if e.Durable {
+		return fmt.Sprintf("steadymqtt: close: %d messages not yet acknowledged; kept in the durable outbox for the next start", e.NotDelivered)
+	}
+	return fmt.Sprintf("steadymqtt: close: %d messages not delivered (lost: the outbox is in memory)", e.NotDelivered)
+}
+
+// Is makes errors.Is(err, NotDelivered) true.
+func (e *CloseError) Is(target error) bool { return target == NotDelivered }

@@ -56,6 +56,9 @@ type Config struct {
 	// Failback is how long the preferred broker must be reachable before a
 	// client connected elsewhere goes back to it; 0: it stays.
 	Failback time.Duration
+	// GiveUp says whether a failed attempt's error is one the user wants the
+	// client to stop on rather than retry (WithGiveUpOn); nil: never.
+	GiveUp func(error) bool
 }
 
 // Hooks are the manager's reports. Each is called from the manager's
@@ -103,8 +106,9 @@ func New(cfg Config, hooks Hooks, stop context.Context) *Manager {
 // to a local network change to be retried without a backoff wait.
 const instantRetryAfter = time.Second
 
-// Run is the loop. It returns when stop ends (nil) or the backoff gave up
-// (an error wrapping errs.GaveUp).
+// Run is the loop. It returns when stop ends (nil), or when the backoff
+// gave up or an attempt failed with an error the client must not retry (an
+// error wrapping errs.GaveUp and the cause).
 func (m *Manager) Run() error {
 	for {
 		r := m.round(m.brokers.next())
@@ -112,6 +116,9 @@ func (m *Manager) Run() error {
 			return nil
 		}
 		delay, ok := m.delayAfter(r)
+		if r.upAt.IsZero() && m.cfg.GiveUp != nil && m.cfg.GiveUp(r.err) {
+			ok = false
+		}
 		if r.upAt.IsZero() { // failed, or lost while its subscriptions were being restored
 			m.cfg.Picker.Failed(r.choice, r.chooseErr)
 			if ok {

@@ -441,21 +441,22 @@ func (o *Outbox) Bytes() int {
 func (o *Outbox) Durable() bool { return o.store != nil }
 
 // Close refuses new messages and completes the waiting ones with err; on
-// disk they stay, to be sent by the next process.
-func (o *Outbox) Close(err error) (unsent int, cerr error) {
+// disk they stay, to be sent by the next process. unsent counts them by
+// QoS.
+func (o *Outbox) Close(err error) (unsent [3]int, cerr error) {
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
-		return 0, nil
+		return unsent, nil
 	}
 	o.closed = true
-	unsent = len(o.queue)
 	for _, e := range o.queue {
+		unsent[e.QoS]++
 		e.removed = true
 		e.err = err
 		close(e.done)
 	}
-	o.queue = nil
+	o.queue, o.bytes = nil, 0
 	o.mu.Unlock()
 	if o.store != nil {
 		cerr = o.store.close()

@@ -61,6 +61,17 @@ func New(cfg Config) *Registry {
 	return &Registry{cfg: cfg, subs: make(map[string]*subscription), dropped: make(map[string]uint64)}
 }
 
+// Backlog is the number of received messages waiting for their handlers.
+func (r *Registry) Backlog() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.subs {
+		n += len(s.queue)
+	}
+	return n
+}
+
 // Add registers h for filter, replacing the handler of a filter that was
 // there, and starts its worker. It returns errs.Closed once stopped, and
 // undo, which puts back what the filter had before (its subscription, or

@@ -74,44 +74,69 @@ const MaxKeyLength = 1024
 // broker acknowledged it (PUBACK / PUBCOMP seen on the connection). While
 // offline they wait in the outbox. If ctx ends first, Publish returns ctx's
 // error and the message stays queued: it will be sent, and a retry with the
-// same idempotency key waits for that same send.
+// same idempotency key waits for that same send. PublishAsync does the same
+// without waiting.
 //
 // Errors: ErrInvalidTopic, ErrInvalidOption, ErrOutboxFull, ErrDropped,
-// ErrPoisonMessage, ErrClosed, ErrNotDelivered, ErrIdempotencyConflict.
+// ErrPoisonMessage, ErrClosed, ErrNotDelivered, ErrIdempotencyConflict,
+// ErrPayloadTooLarge.
 func (c *Client) Publish(ctx context.Context, topicName string, payload []byte, opts ...PublishOption) error {
+	d := c.submit(ctx, topicName, payload, opts)
+	if d.written != nil {
+		select {
+		case <-d.written:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		d.settle()
+	}
+	select {
+	case <-d.done:
+		return d.result()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// submit does all of Publish but the wait: the message is refused, sent
+// (QoS 0 now) or in the outbox when it returns.
+func (c *Client) submit(ctx context.Context, topicName string, payload []byte, opts []PublishOption) *Delivery {
 	var p publishConfig
 	for _, o := range opts {
 		if o == nil {
 			continue
 		}
 		if err := o(&p); err != nil {
-			return err
+			return resolved(p.key, err)
 		}
 	}
 	if err := topic.Validate(topicName); err != nil {
-		return err
+		return resolved(p.key, err)
 	}
 	if c.isClosed() {
-		return ErrClosed
+		return resolved(p.key, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return resolved(p.key, err) // nothing queued: the caller gave up first
 	}
 	// Sizes first, before anything is copied, queued or sent: a message
 	// that cannot go out must not cost a connection or sit on the heap.
 	sealed := p.key != "" && c.cfg.envelope
 	if err := c.checkSize(topicName, len(payload), p, sealed); err != nil {
-		return err
+		return resolved(p.key, err)
 	}
 	if sealed {
 		payload = keyenvelope.Seal(p.key, payload)
 	}
 	if p.qos == 0 && !c.cfg.queueQoS0 {
 		if p.key == "" {
-			return c.publishNow(ctx, topicName, payload, p)
+			return c.publishNow(topicName, payload, p)
 		}
 		// A keyed QoS 0 message goes through the outbox, so that concurrent
 		// calls with its key make one send, but only while connected.
 		if !c.State().Up() {
 			c.stats.dropped[0].Add(1)
-			return ErrNotConnected
+			return resolved(p.key, ErrNotConnected)
 		}
 	}
 	// The outbox keeps the payload until it is acknowledged, maybe long
@@ -124,27 +149,23 @@ func (c *Client) Publish(ctx context.Context, topicName string, payload []byte, 
 	}
 	switch {
 	case errors.Is(err, outbox.ErrFull):
-		return fmt.Errorf("%w: %d messages, %d bytes waiting", ErrOutboxFull, c.outbox.Len(), c.outbox.Bytes())
+		return resolved(p.key, fmt.Errorf("%w: %d messages, %d bytes waiting", ErrOutboxFull, c.outbox.Len(), c.outbox.Bytes()))
 	case errors.Is(err, outbox.ErrClosed):
-		return ErrClosed
+		return resolved(p.key, ErrClosed)
 	case errors.Is(err, outbox.ErrConflict):
-		return fmt.Errorf("%w: key %q", ErrIdempotencyConflict, p.key)
+		return resolved(p.key, fmt.Errorf("%w: key %q", ErrIdempotencyConflict, p.key))
 	case err != nil:
-		return fmt.Errorf("steadymqtt: publish to %q: %w", topicName, err)
+		return resolved(p.key, fmt.Errorf("steadymqtt: publish to %q: %w", topicName, err))
 	case res.Settled:
 		c.stats.deduplicated.Add(1)
-		return res.Prior // nil when delivered; the same failure when it failed
+		return resolved(p.key, res.Prior) // nil when delivered; the same failure when it failed
 	case res.Joined:
 		c.stats.deduplicated.Add(1)
 	default:
 		c.stats.published[p.qos].Add(1)
 	}
-	select {
-	case <-res.Entry.Done():
-		return outcome(res.Entry)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	e := res.Entry
+	return &Delivery{key: p.key, done: e.Done(), result: func() error { return outcome(e) }}
 }
 
 // The largest MQTT packets: the remaining length is at most four bytes of
@@ -198,24 +219,28 @@ func outcome(e *outbox.Entry) error {
 	}
 }
 
-// publishNow sends a QoS 0 message straight to the live connection.
-func (c *Client) publishNow(ctx context.Context, topicName string, payload []byte, p publishConfig) error {
+// publishNow hands a QoS 0 message straight to the live connection. The
+// delivery it returns is settled by whoever waits for the write: Publish
+// itself, or a goroutine of PublishAsync.
+func (c *Client) publishNow(topicName string, payload []byte, p publishConfig) *Delivery {
 	sess := c.liveSession()
 	if sess == nil || !c.State().Up() {
 		c.stats.dropped[0].Add(1)
-		return ErrNotConnected
+		return resolved("", ErrNotConnected)
 	}
 	c.stats.published[0].Add(1)
 	pend := sess.Publish(engine.Message{Topic: topicName, Payload: payload, Retain: p.retain})
-	select {
-	case <-pend.Done():
-	case <-ctx.Done():
-		return ctx.Err()
+	done := make(chan struct{})
+	var err error
+	d := &Delivery{done: done, result: func() error { return err }, written: pend.Done()}
+	d.settle = func() {
+		if perr := pend.Err(); perr != nil {
+			c.stats.dropped[0].Add(1)
+			err = fmt.Errorf("%w: publish to %q: %w", ErrNotConnected, topicName, perr)
+		} else {
+			c.stats.acknowledged[0].Add(1)
+		}
+		close(done)
 	}
-	if err := pend.Err(); err != nil {
-		c.stats.dropped[0].Add(1)
-		return fmt.Errorf("%w: publish to %q: %w", ErrNotConnected, topicName, err)
-	}
-	c.stats.acknowledged[0].Add(1)
-	return nil
+	return d
 }

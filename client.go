@@ -284,7 +284,7 @@ func (c *Client) managerConfig() manager.Config {
 }
 
 func (c *Client) managerHooks() manager.Hooks {
-	return manager.Hooks{
+	h := manager.Hooks{
 		Attempt: func(broker, iface string) uint64 {
 			c.stats.attempts.Add(1)
 			return c.m.newAttempt(broker, iface)
@@ -307,6 +307,10 @@ func (c *Client) managerHooks() manager.Hooks {
 			return c.closeCtx
 		},
 	}
+	if c.cfg.presence != "" {
+		h.Announce, h.Farewell = c.announce, c.farewell
+	}
+	return h
 }
 
 // up is the manager's report of a connection that is ready. A persistent

@@ -26,6 +26,9 @@ var ChildPublisher = childPublisher
 
 func childPublisher(phase string) int {
 	url, dir := os.Getenv("STEADYMQTT_BROKER"), os.Getenv("STEADYMQTT_DIR")
+	if phase == "presence" {
+		return childPresence(url)
+	}
 	c, err := New(WithBroker(url), WithClientID("crash-child"), WithDurableOutbox(dir),
 		WithBackoff(backoff.NewConstantBackOff(50*time.Millisecond)))
 	if err != nil {

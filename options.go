@@ -84,6 +84,7 @@ type config struct {
 	envelope       bool
 	handlerBacklog int
 	giveUpOn       []error
+	presence       string // WithPresence topic
 }
 
 func defaultConfig() *config {
@@ -123,6 +124,12 @@ func (c *config) validate() error {
 	}
 	if c.clientID == "" {
 		c.clientID = randomClientID()
+	}
+	if c.presence != "" {
+		if c.will != nil {
+			return optionError("WithPresence", "it sets the will; drop WithWill")
+		}
+		c.will = presenceWill(c.presence, c.clientID)
 	}
 	if c.backoff == nil {
 		c.backoff = NewFullJitterBackOff(time.Second, 2*time.Minute)

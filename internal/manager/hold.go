@@ -60,6 +60,9 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 	}
 
 	m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
+	if m.hooks.Announce != nil {
+		m.announce(u, ch, sess, conn)
+	}
 	select {
 	case <-conn.Done():
 	default:
@@ -77,6 +80,9 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 	case <-m.stop:
 		ctx, cancel := m.closeContext()
 		m.hooks.Flush(ctx, conn)
+		if m.hooks.Farewell != nil {
+			m.hooks.Farewell(ctx, sess)
+		}
 		cancel()
 		return upAt, nil, true, wait
 	case err := <-sess.Lost():
@@ -85,6 +91,24 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		}
 		return upAt, fmt.Errorf("steadymqtt: connection to %s lost: %w", u.Redacted(), err), false, wait
 	}
+}
+
+// announce runs the Announce hook within the connect timeout, and no
+// longer than the connection lasts.
+func (m *Manager) announce(u *url.URL, ch netpick.Choice, sess engine.Session, conn *wire.Conn) {
+	ctx, cancel := context.WithTimeout(m.stopCtx, m.cfg.ConnectTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-conn.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	m.hooks.Announce(ctx, sess, Link{
+		Broker: u.Redacted(), Interface: ch.Interface, Local: conn.LocalAddr(),
+		SessionPresent: sess.SessionPresent(),
+	})
 }
 
 // flushTimeout bounds how long Close without a deadline waits for the

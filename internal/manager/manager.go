@@ -78,10 +78,25 @@ type Hooks struct {
 	Restore func(ctx context.Context, sess engine.Session, present bool)
 	// Serve runs the sender until end is closed.
 	Serve func(sess engine.Session, conn *wire.Conn, end <-chan struct{})
+	// Announce, when set, runs on every new connection once its
+	// subscriptions are in place and before anything else is sent (the
+	// presence message); ctx ends with the connection.
+	Announce func(ctx context.Context, sess engine.Session, l Link)
 	// Flush waits, at Close, until the outbox is empty or ctx ends.
 	Flush func(ctx context.Context, conn *wire.Conn)
+	// Farewell, when set, runs at Close on a live connection after Flush
+	// and before DISCONNECT.
+	Farewell func(ctx context.Context, sess engine.Session)
 	// CloseContext is the context Close was called with.
 	CloseContext func() context.Context
+}
+
+// Link is what Announce is told about a connection that came up.
+type Link struct {
+	Broker         string // redacted URL
+	Interface      string
+	Local          net.Addr
+	SessionPresent bool
 }
 
 // Manager runs the loop.

@@ -76,6 +76,10 @@ type machine struct {
 	lastErr error
 	conn    *wire.Conn // the live connection while state.Up()
 	present bool       // the live connection's CONNACK session-present flag
+	// What the last connection measured, kept through an outage: the time
+	// since the last packet is what an alert wants most then.
+	lastRTT    time.Duration
+	lastPacket time.Time
 	changed chan struct{}
 	publish func(Event)
 }
@@ -112,6 +116,7 @@ func (m *machine) health() (Health, *wire.Conn) {
 	return Health{
 		State: m.state, Since: m.since, Broker: m.broker, Interface: m.iface,
 		Attempt: m.attempt, LastError: m.lastErr, SessionPresent: m.present && m.state.Up(),
+		RTT: m.lastRTT, LastPacketAt: m.lastPacket,
 	}, m.conn
 }
 
@@ -173,6 +178,15 @@ func (m *machine) up(epoch uint64, conn *wire.Conn, sessionPresent bool) bool {
 	return true
 }
 
+// forget drops the live connection, keeping what it measured.
+func (m *machine) forget() {
+	if m.conn != nil {
+		st := m.conn.Stats()
+		m.lastRTT, m.lastPacket = st.RTT, st.LastReceived
+	}
+	m.conn = nil
+}
+
 // lost records the loss of the connection of epoch.
 func (m *machine) lost(epoch uint64, err error, delay time.Duration) {
 	m.mu.Lock()
@@ -180,7 +194,7 @@ func (m *machine) lost(epoch uint64, err error, delay time.Duration) {
 	if epoch != m.epoch || !m.state.Up() {
 		return
 	}
-	m.conn = nil
+	m.forget()
 	m.lastErr = err
 	m.emit(StateReconnecting, err, delay)
 }
@@ -221,7 +235,7 @@ func (m *machine) close(err error) {
 		return
 	}
 	m.epoch++ // nothing that was in flight may change the state any more
-	m.conn = nil
+	m.forget()
 	if err != nil {
 		m.lastErr = err
 	}

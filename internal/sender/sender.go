@@ -114,10 +114,12 @@ func (s *Sender) settle(l *link, e *outbox.Entry, p engine.Pending, acksBefore u
 	select {
 	case <-p.Done():
 		if p.Acked() {
+			// Counted before Ack releases the caller: Stats read right
+			// after Publish returned must include it.
+			s.cfg.Acked(e.QoS)
 			if err := s.cfg.Outbox.Ack(e); err != nil {
 				s.cfg.StoreFailed("recording an acknowledgement failed; the message may be sent again", err)
 			}
-			s.cfg.Acked(e.QoS)
 			return
 		}
 		if p.Err() == nil {

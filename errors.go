@@ -138,7 +138,37 @@ var (
 	// ErrTLSFiles: a CA bundle or client certificate file could not be read
 	// or parsed.
 	ErrTLSFiles = errs.TLSFiles
+	// ErrTLSPlainPort: the broker's port did not answer the handshake with
+	// TLS (a plain-text MQTT port closes on a ClientHello, a web server
+	// answers in HTTP): a TLS URL pointed at the wrong port.
+	ErrTLSPlainPort = errs.TLSPlainPort
 )
+
+// The steps of a connection, in the order an attempt takes them. A
+// Diagnosis reports one Step per step it walked; every connection error the
+// client reports (Connect's, Event.Err, Health.LastError) is a *StepError
+// naming the one it failed at.
+const (
+	StepInterface = errs.StepInterface // the NIC: exists, up, carrier
+	StepAddress   = errs.StepAddress   // a source address of the wanted family
+	StepDNS       = errs.StepDNS       // the broker's host name
+	StepRoute     = errs.StepRoute     // a route from the source to the broker
+	StepTCP       = errs.StepTCP       // the TCP connection
+	StepTLS       = errs.StepTLS       // the TLS handshake and the broker's certificate
+	StepWebSocket = errs.StepWebSocket // the WebSocket upgrade (ws://, wss://)
+	StepConnect   = errs.StepConnect   // MQTT CONNECT and its CONNACK
+	StepRoundTrip = errs.StepRoundTrip // a message through the broker and back
+	StepKeepalive = errs.StepKeepalive // PINGREQ and PINGRESP
+	// Where an accepted connection ended.
+	StepSubscribe = errs.StepSubscribe // the broker closed it after a SUBSCRIBE (restoring subscriptions)
+	StepPublish   = errs.StepPublish   // the broker closed it right after a PUBLISH
+	StepConnected = errs.StepConnected // lost later, for another reason
+)
+
+// StepError is a connection error and the step it happened at: match it
+// with errors.As (var se *steadymqtt.StepError); Err is the cause, which
+// errors.Is sees through.
+type StepError = errs.StepError
 
 // ConnectRefusedError is a CONNACK with a non-zero return code (Code) from
 // Broker (redacted URL).

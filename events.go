@@ -55,6 +55,10 @@ type Event struct {
 	// connection, a failed attempt, a degraded link) and on closing by
 	// giving up.
 	Err error
+	// Step is the connection step Err happened at (StepTCP, StepTLS,
+	// StepConnect, StepSubscribe, ...), "" when Err is not a connection
+	// error.
+	Step string
 	// Attempt counts consecutive failed attempts since the last success:
 	// on a failed attempt, including that one; on entering StateConnected,
 	// the failures that preceded this success.

@@ -20,7 +20,10 @@ type Health struct {
 	LastPacketAt time.Time     // last packet received from the broker
 	Attempt      int           // consecutive failed attempts since the last success
 	LastError    error         // the most recent failure; kept after a recovery
-	Outbox       int           // publishes waiting to be sent or acknowledged
+	// LastErrorStep is the connection step LastError happened at (the
+	// Step… constants), "" when none.
+	LastErrorStep string
+	Outbox        int // publishes waiting to be sent or acknowledged
 	// SessionPresent: the broker kept the session of the live connection
 	// (CONNACK session-present); false when not connected.
 	SessionPresent bool
@@ -52,13 +55,14 @@ func (h Health) MarshalJSON() ([]byte, error) {
 		LastPacketAt *time.Time `json:"last_packet_at,omitempty"`
 		Attempt      int        `json:"attempt"`
 		LastError    string     `json:"last_error,omitempty"`
+		LastStep     string     `json:"last_error_step,omitempty"`
 		Outbox       int        `json:"outbox"`
 		Session      bool       `json:"session_present"`
 	}
 	o := out{
 		State: h.State, Since: h.Since, Broker: h.Broker, Interface: h.Interface,
 		RTTMillis: float64(h.RTT) / float64(time.Millisecond),
-		Attempt:   h.Attempt, Outbox: h.Outbox, Session: h.SessionPresent,
+		Attempt:   h.Attempt, Outbox: h.Outbox, Session: h.SessionPresent, LastStep: h.LastErrorStep,
 	}
 	if h.LocalAddr != nil {
 		o.LocalAddr = h.LocalAddr.String()

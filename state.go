@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/steadymqtt/steadymqtt/internal/errs"
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
@@ -80,8 +81,8 @@ type machine struct {
 	// since the last packet is what an alert wants most then.
 	lastRTT    time.Duration
 	lastPacket time.Time
-	changed chan struct{}
-	publish func(Event)
+	changed    chan struct{}
+	publish    func(Event)
 }
 
 func newMachine(publish func(Event)) *machine {
@@ -94,7 +95,7 @@ func (m *machine) emit(to State, err error, delay time.Duration) {
 	now := time.Now()
 	m.seq++
 	ev := Event{
-		Seq: m.seq, Time: now, From: m.state, To: to, Err: err,
+		Seq: m.seq, Time: now, From: m.state, To: to, Err: err, Step: errs.StepOf(err),
 		Attempt: m.attempt, Delay: delay, Broker: m.broker, Interface: m.iface,
 	}
 	if to.Up() {
@@ -115,8 +116,8 @@ func (m *machine) health() (Health, *wire.Conn) {
 	defer m.mu.Unlock()
 	return Health{
 		State: m.state, Since: m.since, Broker: m.broker, Interface: m.iface,
-		Attempt: m.attempt, LastError: m.lastErr, SessionPresent: m.present && m.state.Up(),
-		RTT: m.lastRTT, LastPacketAt: m.lastPacket,
+		Attempt: m.attempt, LastError: m.lastErr, LastErrorStep: errs.StepOf(m.lastErr),
+		SessionPresent: m.present && m.state.Up(), RTT: m.lastRTT, LastPacketAt: m.lastPacket,
 	}, m.conn
 }
 

@@ -130,7 +130,28 @@ func classifyHandshake(err error, p *Probe, broker string) error {
 	if classified := classifyTLS(err, broker); classified != nil {
 		return classified
 	}
-	return classifyMissingCert(err, p, broker)
+	if classified := classifyMissingCert(err, p, broker); classified != nil {
+		return classified
+	}
+	return classifyPlainPort(err, broker)
+}
+
+// classifyPlainPort explains a handshake that met a port which does not
+// speak TLS: it answered with bytes that are no TLS record (an MQTT broker
+// answers a ClientHello with nothing, a web server with HTTP), or it
+// closed the connection without a TLS alert, as a plain-text MQTT broker
+// does when it reads a ClientHello as a malformed CONNECT.
+func classifyPlainPort(err error, broker string) error {
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(err, &rh):
+		return &errs.TLSError{Kind: errs.TLSPlainPort, Broker: broker, Err: err,
+			Detail: fmt.Sprintf("it answered % x, which is not TLS: use the broker's TLS port (often 8883) or a tcp:// URL", rh.RecordHeader[:])}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return &errs.TLSError{Kind: errs.TLSPlainPort, Broker: broker, Err: err,
+			Detail: "it closed the connection during the handshake without a TLS alert: it may be a plain-text MQTT port (use the TLS port, often 8883, or a tcp:// URL)"}
+	}
+	return nil
 }
 
 // AfterHandshake explains a connection that failed after its TLS handshake

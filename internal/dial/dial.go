@@ -107,16 +107,33 @@ func dialTCP(ctx context.Context, t Target, addr string) (net.Conn, error) {
 		if from != "" {
 			err = classifySource(err, from)
 		}
-		return nil, fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err)
+		return nil, errs.AtStep(tcpStep(err), fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err))
 	}
 	return conn, nil
+}
+
+// tcpStep names the step a failed TCP dial failed at: the name, the source
+// side, the route or the connection itself.
+func tcpStep(err error) string {
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &dns):
+		return errs.StepDNS
+	case errors.Is(err, errs.InterfaceNotFound):
+		return errs.StepInterface
+	case errors.Is(err, errs.AddressNotAssignable):
+		return errs.StepAddress
+	case errors.Is(err, errs.NoRoute), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return errs.StepRoute
+	}
+	return errs.StepTCP
 }
 
 func dialTLS(ctx context.Context, t Target, addr string) (net.Conn, error) {
 	broker := t.URL.Redacted()
 	cfg, err := t.TLS.Config(t.URL.Hostname(), t.Probe)
 	if err != nil {
-		return nil, fmt.Errorf("steadymqtt: %s: %w", broker, err)
+		return nil, errs.AtStep(errs.StepTLS, fmt.Errorf("steadymqtt: %s: %w", broker, err))
 	}
 	conn, err := dialTCP(ctx, t, addr)
 	if err != nil {
@@ -126,9 +143,9 @@ func dialTLS(ctx context.Context, t Target, addr string) (net.Conn, error) {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
 		if classified := classifyHandshake(err, t.Probe, broker); classified != nil {
-			return nil, classified
+			return nil, errs.AtStep(errs.StepTLS, classified)
 		}
-		return nil, fmt.Errorf("steadymqtt: %s: TLS handshake: %w", broker, err)
+		return nil, errs.AtStep(errs.StepTLS, fmt.Errorf("steadymqtt: %s: TLS handshake: %w", broker, err))
 	}
 	if t.Probe != nil {
 		t.Probe.version.Store(uint32(tc.ConnectionState().Version))
@@ -171,13 +188,13 @@ func dialWebSocket(ctx context.Context, t Target) (net.Conn, error) {
 		// handshake, so the alert comes while reading the upgrade response.
 		if t.URL.Scheme == "wss" {
 			if classified := AfterHandshake(err, t.Probe, broker, false); classified != nil {
-				return nil, classified
+				return nil, errs.AtStep(errs.StepTLS, classified)
 			}
 		}
 		if resp != nil {
-			return nil, fmt.Errorf("steadymqtt: %s: WebSocket upgrade refused: %s", broker, resp.Status)
+			return nil, errs.AtStep(errs.StepWebSocket, fmt.Errorf("steadymqtt: %s: WebSocket upgrade refused: %s", broker, resp.Status))
 		}
-		return nil, fmt.Errorf("steadymqtt: %s: WebSocket: %w", broker, err)
+		return nil, errs.AtStep(errs.StepWebSocket, fmt.Errorf("steadymqtt: %s: WebSocket: %w", broker, err))
 	}
 	return wsconn.New(ws), nil
 }

@@ -75,6 +75,7 @@ var (
 	TLSVersion           = errors.New("steadymqtt: TLS: no protocol version in common with the broker")
 	TLSPinMismatch       = errors.New("steadymqtt: TLS: broker key does not match any pinned key")
 	TLSFiles             = errors.New("steadymqtt: TLS: cannot load certificate files")
+	TLSPlainPort         = errors.New("steadymqtt: TLS: the broker's port did not answer with TLS")
 )
 
 // Option builds the error of an invalid option.

@@ -17,7 +17,7 @@ import (
 // handshake, all within the connect timeout.
 func (m *Manager) attempt(u *url.URL, ch netpick.Choice, chooseErr error) (engine.Session, *wire.Conn, error) {
 	if chooseErr != nil {
-		return nil, nil, chooseErr
+		return nil, nil, errs.AtStep(selectionStep(chooseErr), chooseErr)
 	}
 	ctx, cancel := context.WithTimeout(m.stopCtx, m.cfg.ConnectTimeout)
 	defer cancel()
@@ -42,6 +42,22 @@ func (m *Manager) attempt(u *url.URL, ch netpick.Choice, chooseErr error) (engin
 	return sess, conn, nil
 }
 
+// selectionStep names the step a failed choice of interface failed at: no
+// candidate had a usable address, or the interfaces themselves were not
+// usable.
+func selectionStep(err error) string {
+	var sel *errs.SelectionError
+	if !errors.As(err, &sel) {
+		return errs.StepInterface
+	}
+	for _, c := range sel.Candidates {
+		if !errors.Is(c.Err, errs.NoUsableAddress) {
+			return errs.StepInterface
+		}
+	}
+	return errs.StepAddress
+}
+
 // credentials are sent in CONNECT; user information in the broker URL of
 // the attempt wins over WithCredentials.
 func (m *Manager) credentials(u *url.URL) (string, string) {
@@ -52,8 +68,17 @@ func (m *Manager) credentials(u *url.URL) (string, string) {
 	return m.cfg.Username, m.cfg.Password
 }
 
-// handshakeError classifies a failed MQTT handshake.
+// handshakeError classifies a failed MQTT handshake and names its step.
 func (m *Manager) handshakeError(t dial.Target, conn *wire.Conn, err error) error {
+	err = m.classifyHandshake(t, conn, err)
+	var tlsErr *errs.TLSError
+	if errors.As(err, &tlsErr) { // rejected after the TLS handshake (TLS 1.3)
+		return errs.AtStep(errs.StepTLS, err)
+	}
+	return errs.AtStep(errs.StepConnect, err)
+}
+
+func (m *Manager) classifyHandshake(t dial.Target, conn *wire.Conn, err error) error {
 	broker := t.URL.Redacted()
 	var refused *errs.ConnectRefusedError
 	if errors.As(err, &refused) {

@@ -2,13 +2,16 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/steadymqtt/steadymqtt/internal/dial"
 	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/errs"
 	"github.com/steadymqtt/steadymqtt/internal/keepalive"
 	"github.com/steadymqtt/steadymqtt/internal/netpick"
 	"github.com/steadymqtt/steadymqtt/internal/tcpstat"
@@ -59,7 +62,7 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		}()
 	}
 
-	m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
+	restoreErr := m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
 	if m.hooks.Announce != nil {
 		m.announce(u, ch, sess, conn)
 	}
@@ -69,7 +72,9 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		m.hooks.Up(epoch, conn, sess.SessionPresent())
 		upAt = m.cfg.Clock.Now()
 		// Whatever was registered while the first restore ran.
-		m.hooks.Restore(m.stopCtx, sess, true)
+		if err := m.hooks.Restore(m.stopCtx, sess, true); restoreErr == nil {
+			restoreErr = err
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -89,8 +94,38 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		if cause := conn.Cause(); cause != nil {
 			err = cause
 		}
-		return upAt, fmt.Errorf("steadymqtt: connection to %s lost: %w", u.Redacted(), err), false, wait
+		return upAt, lossError(u, err, conn, restoreErr), false, wait
 	}
+}
+
+// lossError says where in the life of the connection it ended: the step,
+// and what the client had just sent when the broker closed it without a
+// word (a cluster node that drops a client while its subscriptions are
+// restored reads "lost after SUBSCRIBE", not a bare EOF).
+func lossError(u *url.URL, err error, conn *wire.Conn, restoreErr error) error {
+	broker := u.Redacted()
+	lost := func(step, after string) error {
+		return &errs.StepError{Step: step, Err: fmt.Errorf("steadymqtt: connection to %s lost%s: %w", broker, after, err)}
+	}
+	st := conn.Stats()
+	quiet := st.PacketsOut > 0 && st.SinceSent < st.SinceReceived // nothing came back after the last packet sent
+	switch {
+	case errors.Is(err, errs.KeepaliveTimeout):
+		return lost(errs.StepKeepalive, "")
+	case errors.Is(err, errs.InterfaceNotFound), errors.Is(err, errs.InterfaceDown), errors.Is(err, errs.NoCarrier):
+		return lost(errs.StepInterface, "")
+	case errors.Is(err, errs.NoUsableAddress):
+		return lost(errs.StepAddress, "")
+	case errors.Is(err, errs.NetworkChanged):
+		return lost(errs.StepConnected, "")
+	case restoreErr != nil:
+		return lost(errs.StepSubscribe, " while subscriptions were restored ("+strings.TrimPrefix(restoreErr.Error(), "steadymqtt: ")+")")
+	case quiet && st.LastSent == wire.SUBSCRIBE:
+		return lost(errs.StepSubscribe, " right after a SUBSCRIBE, with no answer")
+	case quiet && st.LastSent == wire.PUBLISH:
+		return lost(errs.StepPublish, " right after a PUBLISH, with no answer")
+	}
+	return lost(errs.StepConnected, "")
 }
 
 // announce runs the Announce hook within the connect timeout, and no

@@ -75,7 +75,7 @@ type Hooks struct {
 	// subscribe); nil when it ended.
 	Live func(sess engine.Session)
 	// Restore brings the broker's subscriptions in line after CONNACK.
-	Restore func(ctx context.Context, sess engine.Session, present bool)
+	Restore func(ctx context.Context, sess engine.Session, present bool) error
 	// Serve runs the sender until end is closed.
 	Serve func(sess engine.Session, conn *wire.Conn, end <-chan struct{})
 	// Announce, when set, runs on every new connection once its

@@ -120,7 +120,7 @@ func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
 		Lost:    func(_ uint64, err error, _ time.Duration) { losses <- err },
 		Degrade: func(uint64, error) {},
 		Live:    func(engine.Session) {},
-		Restore: func(context.Context, engine.Session, bool) {},
+		Restore: func(context.Context, engine.Session, bool) error { return nil },
 		Serve:   func(_ engine.Session, _ *wire.Conn, end <-chan struct{}) { <-end },
 		Flush:   func(context.Context, *wire.Conn) {},
 		CloseContext: func() context.Context {

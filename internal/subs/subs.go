@@ -251,8 +251,9 @@ func (r *Registry) Granted(filter string) (byte, bool) {
 
 // Sync brings the broker's session in line with the registry after a
 // CONNACK: when the session is gone, everything is subscribed again; when
-// it was kept, only what changed while offline.
-func (r *Registry) Sync(ctx context.Context, sess engine.Session, sessionPresent bool) {
+// it was kept, only what changed while offline. It returns the first
+// failure, which names its filter; each is also reported to Warn.
+func (r *Registry) Sync(ctx context.Context, sess engine.Session, sessionPresent bool) (first error) {
 	r.mu.Lock()
 	var todo []*subscription
 	for _, s := range r.subs {
@@ -278,6 +279,9 @@ func (r *Registry) Sync(ctx context.Context, sess engine.Session, sessionPresent
 		sctx, cancel := context.WithTimeout(ctx, r.cfg.RestoreTimeout)
 		if err := r.subscribe(sctx, sess, s); err != nil {
 			r.cfg.Warn("restoring subscription failed", []string{s.filter}, err)
+			if first == nil {
+				first = err
+			}
 		}
 		cancel()
 	}
@@ -285,11 +289,15 @@ func (r *Registry) Sync(ctx context.Context, sess engine.Session, sessionPresent
 		uctx, cancel := context.WithTimeout(ctx, r.cfg.RestoreTimeout)
 		if err := sess.Unsubscribe(uctx, drop...); err != nil {
 			r.cfg.Warn("unsubscribing what was dropped while offline failed; told again at the next connection", drop, err)
+			if first == nil {
+				first = fmt.Errorf("steadymqtt: unsubscribe %q: %w", drop, err)
+			}
 		} else {
 			r.confirmUpTo(rm, drop)
 		}
 		cancel()
 	}
+	return first
 }
 
 // Stop ends the workers after they handed over what they hold, waiting at

@@ -40,8 +40,9 @@ type Conn struct {
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
-	lastRecv              atomic.Int64 // mono time of the last complete packet received
-	lastSent              atomic.Int64 // mono time of the last complete packet sent
+	lastRecv              atomic.Int64  // mono time of the last complete packet received
+	lastSent              atomic.Int64  // mono time of the last complete packet sent
+	lastSentType          atomic.Uint32 // its packet type
 	// lastAlive is the last sign that the path works: bytes received, or a
 	// later chunk of a long write accepted by the kernel (the first chunk
 	// proves nothing, a dead socket takes it into its buffer: MQTT.js #1861).
@@ -199,6 +200,7 @@ func (c *Conn) recordPings(chunk []byte) int64 {
 
 func (c *Conn) sent(h Header) {
 	c.packetsOut.Add(1)
+	c.lastSentType.Store(uint32(h.Type))
 	c.lastSent.Store(c.mono())
 	if c.hook != nil {
 		c.hook(Sent, h)
@@ -289,6 +291,7 @@ type Stats struct {
 	SinceRead             time.Duration // age of the last bytes received
 	RTT                   time.Duration // last PINGREQ→PINGRESP round trip, 0 if none yet
 	PingOutstanding       time.Duration // age of the unanswered PINGREQ, 0 if none
+	LastSent              byte          // packet type of the last complete packet sent
 }
 
 // Stats reads the counters without locking.
@@ -305,6 +308,7 @@ func (c *Conn) Stats() Stats {
 		SinceAlive:    time.Duration(now - c.lastAlive.Load()),
 		SinceRead:     time.Duration(now - c.lastRead.Load()),
 		RTT:           time.Duration(c.rtt.Load()),
+		LastSent:      byte(c.lastSentType.Load()),
 	}
 	if s.PacketsIn > 0 {
 		s.LastReceived = monoTime(last)

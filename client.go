@@ -12,7 +12,6 @@ import (
 
 	"github.com/steadymqtt/steadymqtt/internal/bus"
 	"github.com/steadymqtt/steadymqtt/internal/engine"
-	"github.com/steadymqtt/steadymqtt/internal/engine/paho311"
 	"github.com/steadymqtt/steadymqtt/internal/manager"
 	"github.com/steadymqtt/steadymqtt/internal/netpick"
 	"github.com/steadymqtt/steadymqtt/internal/outbox"
@@ -54,20 +53,8 @@ type Client struct {
 
 // New validates the options and builds a client. It does no network I/O.
 func New(opts ...Option) (*Client, error) {
-	cfg := defaultConfig()
-	var errs []error
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(cfg); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
+	cfg, err := newConfig(opts)
+	if err != nil {
 		return nil, err
 	}
 	policy := outbox.Reject
@@ -111,10 +98,7 @@ func New(opts ...Option) (*Client, error) {
 	}
 	c.subs = subs.New(c.subsConfig())
 	c.sender = sender.New(c.senderConfig())
-	c.picker = netpick.New(netpick.Config{
-		Interfaces: cfg.interfaces, Family: cfg.family, Failback: cfg.failback, SourceIP: cfg.sourceIP,
-		Brokers: len(cfg.brokers), Host: cfg.netSource, Clock: cfg.clock,
-	})
+	c.picker = netpick.New(cfg.pickConfig())
 	return c, nil
 }
 
@@ -271,16 +255,9 @@ func (c *Client) liveSession() engine.Session {
 // client's stages: the manager decides when, the client's state machine
 // says what it means.
 func (c *Client) managerConfig() manager.Config {
-	cfg := c.cfg
-	return manager.Config{
-		Brokers: cfg.brokers, ClientID: cfg.clientID, Username: cfg.username, Password: cfg.password,
-		CleanSession: cfg.cleanSession, Will: cfg.will,
-		KeepAlive: cfg.keepAlive, DegradedRTT: cfg.degradedRTT,
-		ConnectTimeout: cfg.connectTimeout, StableAfter: cfg.stableAfter, Backoff: cfg.backoff,
-		TLS: &cfg.tls, SourceIP: cfg.sourceIP, Picker: c.picker,
-		Engine: paho311.Engine{}, Clock: cfg.clock, OnMessage: c.subs.Route, FixedOrder: cfg.fixedOrder,
-		Failback: cfg.brokerFailback, GiveUp: cfg.giveUp,
-	}
+	mc := c.cfg.dialConfig()
+	mc.Picker, mc.OnMessage = c.picker, c.subs.Route
+	return mc
 }
 
 func (c *Client) managerHooks() manager.Hooks {

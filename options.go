@@ -13,7 +13,10 @@ import (
 	"github.com/steadymqtt/steadymqtt/internal/clock"
 	"github.com/steadymqtt/steadymqtt/internal/dial"
 	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/engine/paho311"
+	"github.com/steadymqtt/steadymqtt/internal/manager"
 	"github.com/steadymqtt/steadymqtt/internal/netif"
+	"github.com/steadymqtt/steadymqtt/internal/netpick"
 	"github.com/steadymqtt/steadymqtt/internal/topic"
 )
 
@@ -85,6 +88,49 @@ type config struct {
 	handlerBacklog int
 	giveUpOn       []error
 	presence       string // WithPresence topic
+}
+
+// newConfig applies the options and validates the result.
+func newConfig(opts []Option) (*config, error) {
+	cfg := defaultConfig()
+	var errs []error
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// dialConfig is what every connection attempt is made with; the client
+// adds its picker and its receive path.
+func (c *config) dialConfig() manager.Config {
+	return manager.Config{
+		Brokers: c.brokers, ClientID: c.clientID, Username: c.username, Password: c.password,
+		CleanSession: c.cleanSession, Will: c.will,
+		KeepAlive: c.keepAlive, DegradedRTT: c.degradedRTT,
+		ConnectTimeout: c.connectTimeout, StableAfter: c.stableAfter, Backoff: c.backoff,
+		TLS: &c.tls, SourceIP: c.sourceIP,
+		Engine: paho311.Engine{}, Clock: c.clock, FixedOrder: c.fixedOrder,
+		Failback: c.brokerFailback, GiveUp: c.giveUp,
+	}
+}
+
+// pickConfig is what the choice of interface and source is made with.
+func (c *config) pickConfig() netpick.Config {
+	return netpick.Config{
+		Interfaces: c.interfaces, Family: c.family, Failback: c.failback, SourceIP: c.sourceIP,
+		Brokers: len(c.brokers), Host: c.netSource, Clock: c.clock,
+	}
 }
 
 func defaultConfig() *config {

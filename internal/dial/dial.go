@@ -84,6 +84,11 @@ func (e *timeoutError) Error() string        { return e.err.Error() }
 func (e *timeoutError) Unwrap() error        { return e.err }
 func (e *timeoutError) Is(target error) bool { return target == errs.ConnectTimeout }
 
+// TCP opens a TCP connection to addr (host:port) from t's source, as every
+// transport's first step does. The diagnosis dials each address of the
+// broker with it.
+func TCP(ctx context.Context, t Target, addr string) (net.Conn, error) { return dialTCP(ctx, t, addr) }
+
 // dialTCP opens the TCP connection of every transport.
 func dialTCP(ctx context.Context, t Target, addr string) (net.Conn, error) {
 	network, from := "tcp", ""
@@ -130,15 +135,31 @@ func tcpStep(err error) string {
 }
 
 func dialTLS(ctx context.Context, t Target, addr string) (net.Conn, error) {
-	broker := t.URL.Redacted()
-	cfg, err := t.TLS.Config(t.URL.Hostname(), t.Probe)
+	cfg, err := t.TLS.Config(t.URL.Hostname(), t.Probe) // before any packet is sent
 	if err != nil {
-		return nil, errs.AtStep(errs.StepTLS, fmt.Errorf("steadymqtt: %s: %w", broker, err))
+		return nil, errs.AtStep(errs.StepTLS, fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err))
 	}
 	conn, err := dialTCP(ctx, t, addr)
 	if err != nil {
 		return nil, err
 	}
+	return handshake(ctx, t, conn, cfg)
+}
+
+// Handshake runs the TLS handshake of t over conn, with t's TLS options,
+// and classifies its failure; conn is closed when it fails. The diagnosis
+// runs it over the connection its TCP step opened.
+func Handshake(ctx context.Context, t Target, conn net.Conn) (*tls.Conn, error) {
+	cfg, err := t.TLS.Config(t.URL.Hostname(), t.Probe)
+	if err != nil {
+		_ = conn.Close()
+		return nil, errs.AtStep(errs.StepTLS, fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err))
+	}
+	return handshake(ctx, t, conn, cfg)
+}
+
+func handshake(ctx context.Context, t Target, conn net.Conn, cfg *tls.Config) (*tls.Conn, error) {
+	broker := t.URL.Redacted()
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()

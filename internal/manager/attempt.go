@@ -21,25 +21,7 @@ func (m *Manager) attempt(u *url.URL, ch netpick.Choice, chooseErr error) (engin
 	}
 	ctx, cancel := context.WithTimeout(m.stopCtx, m.cfg.ConnectTimeout)
 	defer cancel()
-	target := dial.Target{
-		URL: u, Interface: ch.Interface, IfIndex: ch.Index, Source: ch.Addr, SourceIP: m.cfg.SourceIP,
-		UserTimeout: m.cfg.KeepAlive * 3 / 2, TLS: m.cfg.TLS, Probe: &dial.Probe{},
-	}
-	raw, err := dial.Dial(ctx, target)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn := wire.NewConn(raw, m.cfg.Clock.Now)
-	user, pass := m.credentials(u)
-	sess, err := m.cfg.Engine.Connect(ctx, conn, engine.Options{
-		ClientID: m.cfg.ClientID, Username: user, Password: pass,
-		CleanSession: m.cfg.CleanSession, KeepAlive: m.cfg.KeepAlive, Will: m.cfg.Will,
-		OnMessage: m.cfg.OnMessage,
-	})
-	if err != nil {
-		return nil, nil, m.handshakeError(target, conn, err)
-	}
-	return sess, conn, nil
+	return Open(ctx, &m.cfg, u, ch)
 }
 
 // selectionStep names the step a failed choice of interface failed at: no
@@ -58,19 +40,49 @@ func selectionStep(err error) string {
 	return errs.StepAddress
 }
 
+// Target is where an attempt to u from ch dials.
+func Target(cfg *Config, u *url.URL, ch netpick.Choice) dial.Target {
+	return dial.Target{
+		URL: u, Interface: ch.Interface, IfIndex: ch.Index, Source: ch.Addr, SourceIP: cfg.SourceIP,
+		UserTimeout: cfg.KeepAlive * 3 / 2, TLS: cfg.TLS, Probe: &dial.Probe{},
+	}
+}
+
+// Open is the way of every attempt from the chosen source to a session:
+// dial, observe, MQTT handshake, until ctx ends. The diagnosis takes the
+// same way, so that what it tests is what the client does.
+func Open(ctx context.Context, cfg *Config, u *url.URL, ch netpick.Choice) (engine.Session, *wire.Conn, error) {
+	target := Target(cfg, u, ch)
+	raw, err := dial.Dial(ctx, target)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn := wire.NewConn(raw, cfg.Clock.Now)
+	user, pass := credentials(cfg, u)
+	sess, err := cfg.Engine.Connect(ctx, conn, engine.Options{
+		ClientID: cfg.ClientID, Username: user, Password: pass,
+		CleanSession: cfg.CleanSession, KeepAlive: cfg.KeepAlive, Will: cfg.Will,
+		OnMessage: cfg.OnMessage,
+	})
+	if err != nil {
+		return nil, nil, handshakeError(cfg, target, conn, err)
+	}
+	return sess, conn, nil
+}
+
 // credentials are sent in CONNECT; user information in the broker URL of
 // the attempt wins over WithCredentials.
-func (m *Manager) credentials(u *url.URL) (string, string) {
+func credentials(cfg *Config, u *url.URL) (string, string) {
 	if u.User != nil {
 		p, _ := u.User.Password()
 		return u.User.Username(), p
 	}
-	return m.cfg.Username, m.cfg.Password
+	return cfg.Username, cfg.Password
 }
 
 // handshakeError classifies a failed MQTT handshake and names its step.
-func (m *Manager) handshakeError(t dial.Target, conn *wire.Conn, err error) error {
-	err = m.classifyHandshake(t, conn, err)
+func handshakeError(cfg *Config, t dial.Target, conn *wire.Conn, err error) error {
+	err = classifyHandshake(cfg, t, conn, err)
 	var tlsErr *errs.TLSError
 	if errors.As(err, &tlsErr) { // rejected after the TLS handshake (TLS 1.3)
 		return errs.AtStep(errs.StepTLS, err)
@@ -78,7 +90,7 @@ func (m *Manager) handshakeError(t dial.Target, conn *wire.Conn, err error) erro
 	return errs.AtStep(errs.StepConnect, err)
 }
 
-func (m *Manager) classifyHandshake(t dial.Target, conn *wire.Conn, err error) error {
+func classifyHandshake(cfg *Config, t dial.Target, conn *wire.Conn, err error) error {
 	broker := t.URL.Redacted()
 	var refused *errs.ConnectRefusedError
 	if errors.As(err, &refused) {
@@ -96,7 +108,7 @@ func (m *Manager) classifyHandshake(t dial.Target, conn *wire.Conn, err error) e
 	cause := conn.Cause()
 	switch {
 	case dial.IsTimeout(err) || (cause != nil && dial.IsTimeout(cause)):
-		return fmt.Errorf("%w: %s: no CONNACK within %v", errs.ConnectTimeout, broker, m.cfg.ConnectTimeout)
+		return fmt.Errorf("%w: %s: no CONNACK within %v", errs.ConnectTimeout, broker, cfg.ConnectTimeout)
 	case cause != nil:
 		return fmt.Errorf("steadymqtt: %s: %w", broker, cause)
 	}

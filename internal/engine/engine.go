@@ -14,6 +14,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/steadymqtt/steadymqtt/internal/errs"
 	"github.com/steadymqtt/steadymqtt/internal/wire"
 )
 
@@ -32,10 +33,17 @@ type Options struct {
 	CleanSession       bool
 	KeepAlive          time.Duration // sent in CONNECT; the engine itself does not ping
 	Will               *Message
+	// SessionExpiry is MQTT 5's Session Expiry Interval (0: the session
+	// ends with the connection, unless CleanSession is false, when an
+	// engine of MQTT 5 asks for the longest); MQTT 3.1.1 ignores it.
+	SessionExpiry time.Duration
 	// OnMessage receives every PUBLISH from the broker, in order, on the
 	// engine's receive path: it must not block. The engine acknowledges
 	// the message once OnMessage returns.
 	OnMessage func(Message)
+	// OnDisconnect receives a server's DISCONNECT (MQTT 5), before the
+	// session's Lost reports the loss.
+	OnDisconnect func(*errs.ReasonCodeError, string) // the reason; the server reference, if any
 }
 
 // Message is one application message, either way.
@@ -45,7 +53,22 @@ type Message struct {
 	QoS       byte
 	Retain    bool
 	Duplicate bool
+	// MQTT 5 properties; an engine of 3.1.1 ignores them on the way out
+	// and leaves them empty on the way in.
+	Props *Properties
 }
+
+// Properties are the MQTT 5 properties of a message that applications use.
+type Properties struct {
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	MessageExpiry   time.Duration // 0: none
+	User            []UserProperty
+}
+
+// UserProperty is one MQTT 5 user property; a key may repeat.
+type UserProperty struct{ Key, Value string }
 
 // Session is one MQTT connection, from CONNACK to its loss.
 type Session interface {
@@ -67,6 +90,14 @@ type Session interface {
 	Acks() uint64
 	// Lost delivers, once, why the connection ended.
 	Lost() <-chan error
+	// Version is the protocol level spoken: 4 (3.1.1) or 5.
+	Version() byte
+	// ReceiveMaximum is how many QoS 1 and 2 messages the broker takes
+	// unacknowledged at once (MQTT 5 CONNACK); 0: no limit said.
+	ReceiveMaximum() int
+	// ClientID is the client identifier in use: the broker may assign one
+	// (MQTT 5) when the CONNECT had none.
+	ClientID() string
 }
 
 // Pending is one published message on its way.

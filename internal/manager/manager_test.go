@@ -40,6 +40,9 @@ func (s *fakeSession) Subscribe(context.Context, string, byte) (byte, error) {
 }
 func (s *fakeSession) Unsubscribe(context.Context, ...string) error { return nil }
 func (s *fakeSession) Disconnect(time.Duration)                     { _ = s.conn.Close() }
+func (s *fakeSession) Version() byte                                { return 4 }
+func (s *fakeSession) ReceiveMaximum() int                          { return 0 }
+func (s *fakeSession) ClientID() string                             { return "fake" }
 func (s *fakeSession) Acks() uint64                                 { return 0 }
 func (s *fakeSession) Lost() <-chan error                           { return s.lost }
 

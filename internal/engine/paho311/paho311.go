@@ -43,7 +43,7 @@ var _ engine.Engine = Engine{}
 // message identifiers paho never released, a late callback) can reach the
 // next one.
 func (Engine) Connect(ctx context.Context, conn *wire.Conn, o engine.Options) (engine.Session, error) {
-	s := &session{conn: conn, acks: newAckTracker(), lost: make(chan error, 1)}
+	s := &session{conn: conn, acks: newAckTracker(), lost: make(chan error, 1), clientID: o.ClientID}
 	conn.Observe(s.acks.observe)
 	p := mqtt.NewClient(s.options(ctx, o))
 	s.paho = p
@@ -130,16 +130,20 @@ func (s *session) options(ctx context.Context, o engine.Options) *mqtt.ClientOpt
 }
 
 type session struct {
-	paho    mqtt.Client
-	conn    *wire.Conn
-	acks    *ackTracker
-	present bool
-	lost    chan error
+	paho     mqtt.Client
+	conn     *wire.Conn
+	acks     *ackTracker
+	present  bool
+	lost     chan error
+	clientID string
 }
 
 func (s *session) SessionPresent() bool { return s.present }
 func (s *session) Lost() <-chan error   { return s.lost }
 func (s *session) Acks() uint64         { return s.acks.mark() }
+func (s *session) Version() byte        { return 4 }
+func (s *session) ReceiveMaximum() int  { return 0 } // 3.1.1 has no such limit
+func (s *session) ClientID() string     { return s.clientID }
 
 func (s *session) Publish(m engine.Message) engine.Pending {
 	// The mark is taken before the hand-off, so an acknowledgement that

@@ -36,6 +36,14 @@ func (w *walk) checkConnect(s *Step) {
 	if err != nil {
 		cause, hint := connectTrouble(err, w.cfg.Client.ConnectTimeout)
 		fail(s, err, cause, hint)
+		var refused *errs.ConnectRefusedError
+		var reason *errs.ReasonCodeError
+		switch {
+		case errors.As(err, &refused):
+			s.Details = []string{fmt.Sprintf("CONNACK: code %d%s", refused.Code, refusalWords(err))}
+		case errors.As(err, &reason):
+			s.Details = []string{fmt.Sprintf("CONNACK: reason code 0x%02X (%s) %s", reason.Code, errs.ReasonText(reason.Code), reason.Reason)}
+		}
 		return
 	}
 	w.sess, w.wconn = sess, conn
@@ -47,9 +55,12 @@ func (w *walk) checkConnect(s *Step) {
 
 func connectTrouble(err error, timeout time.Duration) (cause, hint string) {
 	var refused *errs.ConnectRefusedError
+	var reason *errs.ReasonCodeError
 	switch {
 	case errors.As(err, &refused):
 		return fmt.Sprintf("the broker refused the connection: CONNACK code %d", refused.Code) + refusalWords(err), refused.Hint()
+	case errors.As(err, &reason):
+		return fmt.Sprintf("the broker refused the connection: CONNACK reason code 0x%02X (%s)", reason.Code, errs.ReasonText(reason.Code)), reasonHint(reason)
 	case errs.StepOf(err) == errs.StepTLS:
 		return tlsTrouble(err)
 	case errs.StepOf(err) == errs.StepWebSocket:
@@ -60,6 +71,24 @@ func connectTrouble(err error, timeout time.Duration) (cause, hint string) {
 	}
 	return "the broker closed the connection before CONNACK: " + rootCause(err).Error(),
 		"check the broker's log for why it dropped the client (client ID, protocol version, limits)"
+}
+
+func reasonHint(e *errs.ReasonCodeError) string {
+	switch e.Code {
+	case 0x86, 0x87:
+		return "check the user name and password (WithCredentials) and the broker's ACL for this client ID"
+	case 0x84:
+		return "the broker does not speak MQTT 5: use WithProtocol(ProtocolV311) or ProtocolAuto"
+	case 0x85:
+		return "check the client ID (length, characters)"
+	case 0x88, 0x89:
+		return "the broker is up but cannot serve clients now"
+	case 0x8A:
+		return "the broker banned this client"
+	case 0x9C, 0x9D:
+		return "the broker sends its clients to another server"
+	}
+	return ""
 }
 
 func refusalWords(err error) string {
@@ -168,7 +197,7 @@ func (w *walk) checkKeepalive(s *Step) {
 			s.Details = []string{"PINGRESP in " + ms(st.RTT)}
 			return
 		}
-		if !pause(ctx, time.Millisecond) {
+		if !pause(ctx, 100*time.Microsecond) {
 			fail(s, ctx.Err(), "no PINGRESP within the connect timeout",
 				"the broker or the path stopped answering; the client declares such a link dead within 1.5 × keepalive")
 			return

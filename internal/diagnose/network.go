@@ -32,8 +32,12 @@ func (w *walk) checkDNS(s *Step) {
 	switch {
 	case err == nil:
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		fail(s, err, fmt.Sprintf("no such host: %q does not exist in DNS (NXDOMAIN)", host),
+		fail(s, err, fmt.Sprintf("no such host: %q does not exist in DNS, or has no address records", host),
 			"check the host name in the broker URL (a typo, a missing domain), /etc/hosts and the resolver's search domains")
+		return
+	case isNoSuitableAddress(err):
+		fail(s, err, fmt.Sprintf("%s has no %s address, only addresses of another family", host, familyWord(w.network())),
+			"drop WithAddressFamily (-family), or give the broker an address of that family (an A or AAAA record)")
 		return
 	case errors.As(err, &dnsErr) && dnsErr.IsTimeout, ctx.Err() != nil:
 		server := ""
@@ -57,6 +61,17 @@ func (w *walk) checkDNS(s *Step) {
 		s.Status, s.Cause = Warning, fmt.Sprintf("resolving %s took %v", host, took.Round(time.Millisecond))
 		s.Hint = "every attempt resolves the name again: a slow resolver slows every reconnect"
 	}
+}
+
+// isNoSuitableAddress: the name resolved, but to no address of the family
+// asked for (Go's resolver says "no suitable address found").
+func isNoSuitableAddress(err error) bool {
+	var ae *net.AddrError
+	return errors.As(err, &ae) && strings.Contains(ae.Err, "no suitable address")
+}
+
+func familyWord(network string) string {
+	return map[string]string{"ip4": "IPv4", "ip6": "IPv6"}[network]
 }
 
 // network is the family the dial will use: the chosen source's, or the
@@ -145,7 +160,7 @@ func (w *walk) checkTCP(s *Step) {
 		}
 		last = err
 		cause, hint = tcpTrouble(err, addr, took)
-		s.Details = append(s.Details, fmt.Sprintf("%s: %s", addr, cause))
+		s.Details = append(s.Details, fmt.Sprintf("%s: %v after %v", addr, rootCause(err), took.Round(time.Millisecond)))
 	}
 	fail(s, last, cause, hint)
 }

@@ -92,6 +92,9 @@ func tlsTrouble(err error) (cause, hint string) {
 	if te.Detail != "" {
 		cause += ": " + te.Detail
 	}
+	if te.Hint != "" {
+		return cause, te.Hint
+	}
 	switch te.Kind {
 	case errs.TLSUnknownAuthority:
 		hint = "give the CA that signed the broker's certificate (WithCAFile / -ca), or WithSystemRoots for a public CA"
@@ -109,8 +112,6 @@ func tlsTrouble(err error) (cause, hint string) {
 		hint = "the broker's key changed, or the pins are wrong"
 	case errs.TLSFiles:
 		hint = "check the certificate and key files: their paths, permissions and PEM contents"
-	case errs.TLSPlainPort:
-		hint = "use the broker's TLS port (often 8883) or a tcp:// URL for this one"
 	}
 	return cause, hint
 }

@@ -136,6 +136,8 @@ func classifyHandshake(err error, p *Probe, broker string) error {
 	return classifyPlainPort(err, broker)
 }
 
+const plainPortHint = "use the broker's TLS port (often 8883), or a tcp:// URL for this one"
+
 // classifyPlainPort explains a handshake that met a port which does not
 // speak TLS: it answered with bytes that are no TLS record (an MQTT broker
 // answers a ClientHello with nothing, a web server with HTTP), or it
@@ -145,11 +147,11 @@ func classifyPlainPort(err error, broker string) error {
 	var rh tls.RecordHeaderError
 	switch {
 	case errors.As(err, &rh):
-		return &errs.TLSError{Kind: errs.TLSPlainPort, Broker: broker, Err: err,
-			Detail: fmt.Sprintf("it answered % x, which is not TLS: use the broker's TLS port (often 8883) or a tcp:// URL", rh.RecordHeader[:])}
+		return &errs.TLSError{Kind: errs.TLSPlainPort, Broker: broker, Err: err, Hint: plainPortHint,
+			Detail: fmt.Sprintf("it answered % x, which is not TLS", rh.RecordHeader[:])}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-		return &errs.TLSError{Kind: errs.TLSPlainPort, Broker: broker, Err: err,
-			Detail: "it closed the connection during the handshake without a TLS alert: it may be a plain-text MQTT port (use the TLS port, often 8883, or a tcp:// URL)"}
+		return &errs.TLSError{Kind: errs.TLSPlainPort, Broker: broker, Err: err, Hint: plainPortHint,
+			Detail: "it closed the connection during the handshake without a TLS alert; it may be a plain-text MQTT port"}
 	}
 	return nil
 }

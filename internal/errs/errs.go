@@ -157,6 +157,7 @@ type TLSError struct {
 	Kind   error  // one of the TLS… sentinels
 	Broker string // redacted URL
 	Detail string // what was found, e.g. the certificate's names
+	Hint   string // what to do about it, when there is something to say
 	Err    error  // the error from crypto/tls or crypto/x509
 }
 
@@ -167,6 +168,9 @@ func (e *TLSError) Error() string {
 	}
 	if e.Detail != "" {
 		msg += ": " + e.Detail
+	}
+	if e.Hint != "" {
+		msg += "; " + e.Hint
 	}
 	return msg
 }

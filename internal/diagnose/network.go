@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -19,7 +20,13 @@ import (
 func (w *walk) checkDNS(s *Step) {
 	host := w.u.Hostname()
 	if a, err := netip.ParseAddr(host); err == nil {
-		w.addrs = []netip.Addr{a.Unmap()}
+		a = a.Unmap()
+		if want := w.network(); (want == "ip4" && !a.Is4()) || (want == "ip6" && !a.Is6()) {
+			fail(s, errs.NoUsableAddress, fmt.Sprintf("the broker's address %s is %s, not %s, the family the connection leaves with", a, familyOf(a), familyWord(want)),
+				"drop WithAddressFamily (-family), or give the broker's address of that family")
+			return
+		}
+		w.addrs = []netip.Addr{a}
 		s.Details = []string{host + " is an address: nothing to resolve"}
 		return
 	}
@@ -32,6 +39,11 @@ func (w *walk) checkDNS(s *Step) {
 	switch {
 	case err == nil:
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		if other := w.otherFamily(host); len(other) > 0 {
+			fail(s, err, fmt.Sprintf("%s has no %s address; it has %s", host, familyWord(w.network()), joinAddrs(other)),
+				"drop WithAddressFamily (-family), or give the broker an address of that family (an A or AAAA record)")
+			return
+		}
 		fail(s, err, fmt.Sprintf("no such host: %q does not exist in DNS, or has no address records", host),
 			"check the host name in the broker URL (a typo, a missing domain), /etc/hosts and the resolver's search domains")
 		return
@@ -41,10 +53,17 @@ func (w *walk) checkDNS(s *Step) {
 		return
 	case errors.As(err, &dnsErr) && dnsErr.IsTimeout, ctx.Err() != nil:
 		server := ""
-		if dnsErr != nil && dnsErr.Server != "" {
+		switch {
+		case dnsErr != nil && dnsErr.Server != "":
 			server = " (" + dnsErr.Server + ")"
+		case len(nameservers()) > 0: // the walk's own timeout came first: name what was asked
+			server = " (" + strings.Join(nameservers(), ", ") + ")"
 		}
-		fail(s, err, fmt.Sprintf("the DNS server%s did not answer within %v", server, took.Round(time.Millisecond)),
+		within := fmt.Sprintf("within %v", took.Round(100*time.Millisecond))
+		if ctx.Err() != nil {
+			within = fmt.Sprintf("within the connect timeout (%v)", w.cfg.Client.ConnectTimeout)
+		}
+		fail(s, err, fmt.Sprintf("the DNS server%s did not answer %s", server, within),
 			"check the nameserver in /etc/resolv.conf and that it is reachable from this host (the route to it, a firewall)")
 		return
 	default:
@@ -63,11 +82,51 @@ func (w *walk) checkDNS(s *Step) {
 	}
 }
 
+// otherFamily looks host up in every family, after a lookup of one family
+// found nothing: an answer means the name exists, in the other family.
+func (w *walk) otherFamily(host string) []netip.Addr {
+	if w.network() == "ip" {
+		return nil
+	}
+	ctx, cancel := w.timeout()
+	defer cancel()
+	all, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil
+	}
+	for i := range all {
+		all[i] = all[i].Unmap()
+	}
+	return all
+}
+
+// nameservers are the servers /etc/resolv.conf names.
+func nameservers() []string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
+			out = append(out, f[1])
+		}
+	}
+	return out
+}
+
 // isNoSuitableAddress: the name resolved, but to no address of the family
 // asked for (Go's resolver says "no suitable address found").
 func isNoSuitableAddress(err error) bool {
 	var ae *net.AddrError
 	return errors.As(err, &ae) && strings.Contains(ae.Err, "no suitable address")
+}
+
+func familyOf(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 func familyWord(network string) string {
@@ -98,7 +157,7 @@ func (w *walk) checkRoute(s *Step) {
 		src, err := dial.Route(w.target, a)
 		if err != nil {
 			last = err
-			s.Details = append(s.Details, fmt.Sprintf("%s: no route (%v)", a, rootCause(err)))
+			s.Details = append(s.Details, fmt.Sprintf("%s: %s", a, routeTrouble(err)))
 			continue
 		}
 		routed = append(routed, a)
@@ -107,12 +166,30 @@ func (w *walk) checkRoute(s *Step) {
 	from := w.from()
 	switch {
 	case len(routed) == 0:
-		fail(s, last, fmt.Sprintf("no route from %s to %s", from, joinAddrs(w.addrs)),
+		fail(s, last, fmt.Sprintf("no route from %s to %s: %s", from, joinAddrs(w.addrs), routeTrouble(last)),
 			fmt.Sprintf("check the routes (ip route get %s%s): the interface may have no default route or gateway", w.addrs[0], routeFrom(w.target)))
 	case len(routed) < len(w.addrs):
 		s.Status, s.Cause = Warning, fmt.Sprintf("%d of %d addresses have no route from %s", len(w.addrs)-len(routed), len(w.addrs), from)
 	}
 	w.addrs = routed
+}
+
+// routeTrouble says what kind of route is missing, by what the kernel
+// answered.
+func routeTrouble(err error) string {
+	switch {
+	case errors.Is(err, syscall.EINVAL):
+		return "a blackhole route drops everything sent there"
+	case errors.Is(err, syscall.EACCES):
+		return "a prohibit route forbids it"
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return "an unreachable route, or no host answering (no route to host)"
+	case errors.Is(err, syscall.ENETUNREACH) && strings.Contains(err.Error(), "in the routing table"):
+		return "the routing table sends nothing there out of this interface"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return "the network is unreachable (no route)"
+	}
+	return rootCause(err).Error()
 }
 
 func (w *walk) from() string {
@@ -171,10 +248,11 @@ func tcpTrouble(err error, addr string, took time.Duration) (cause, hint string)
 		return "connection refused: nothing listens on " + addr,
 			"is the broker running, and is this its port (MQTT 1883, MQTT over TLS 8883)?"
 	case dial.IsTimeout(err):
-		return fmt.Sprintf("no answer within %v", took.Round(time.Millisecond)),
+		return fmt.Sprintf("no answer within %v", took.Round(100*time.Millisecond)),
 			"the packets are dropped on the way (a firewall, a blackhole route, a host that is down); WithConnectTimeout bounds each attempt"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return "unreachable: " + rootCause(err).Error(), "a router said the host or its network cannot be reached; check the route and the broker's address"
+		return "unreachable: " + rootCause(err).Error(),
+			"nobody answered for that address: on the local link no host replied to ARP or neighbour discovery, or a router reported it unreachable; check the broker's address and that it is up"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "the connection was reset", "something on the path (a firewall, a load balancer) refuses the connection"
 	case errors.Is(err, errs.AddressNotAssignable):

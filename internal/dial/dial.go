@@ -112,26 +112,55 @@ func dialTCP(ctx context.Context, t Target, addr string) (net.Conn, error) {
 		if from != "" {
 			err = classifySource(err, from)
 		}
-		return nil, errs.AtStep(tcpStep(err), fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err))
+		return nil, errs.AtStep(tcpStep(t, err), fmt.Errorf("steadymqtt: %s: %w", t.URL.Redacted(), err))
 	}
 	return conn, nil
 }
 
 // tcpStep names the step a failed TCP dial failed at: the name, the source
 // side, the route or the connection itself.
-func tcpStep(err error) string {
-	var dns *net.DNSError
+func tcpStep(t Target, err error) string {
+	var (
+		dns  *net.DNSError
+		addr *net.AddrError
+	)
 	switch {
 	case errors.As(err, &dns):
+		return errs.StepDNS
+	case errors.As(err, &addr): // "no suitable address": none of the family asked for
 		return errs.StepDNS
 	case errors.Is(err, errs.InterfaceNotFound):
 		return errs.StepInterface
 	case errors.Is(err, errs.AddressNotAssignable):
 		return errs.StepAddress
-	case errors.Is(err, errs.NoRoute), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		// A router's "host unreachable", or no neighbour answering on a
+		// connected link: only the second has a route.
+		if ip, ok := remoteIP(err); ok {
+			if _, rerr := Route(t, ip); rerr == nil {
+				return errs.StepTCP
+			}
+		}
+		return errs.StepRoute
+	case errors.Is(err, errs.NoRoute), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.EACCES): // blackhole, prohibit routes
 		return errs.StepRoute
 	}
 	return errs.StepTCP
+}
+
+// remoteIP is the address a failed dial was connecting to.
+func remoteIP(err error) (netip.Addr, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) {
+		return netip.Addr{}, false
+	}
+	ta, ok := op.Addr.(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(ta.IP)
+	return a.Unmap(), ok
 }
 
 func dialTLS(ctx context.Context, t Target, addr string) (net.Conn, error) {
@@ -249,7 +278,8 @@ func classifySource(err error, from string) error {
 	switch {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		kind = errs.AddressNotAssignable
-	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.EACCES): // blackhole, prohibit routes
 		kind = errs.NoRoute
 	case errors.Is(err, syscall.ENODEV):
 		kind = errs.InterfaceNotFound

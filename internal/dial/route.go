@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"github.com/steadymqtt/steadymqtt/internal/errs"
 	"github.com/steadymqtt/steadymqtt/internal/netif"
@@ -37,5 +38,24 @@ func Route(t Target, addr netip.Addr) (netip.Addr, error) {
 	}
 	defer conn.Close()
 	local, _ := netip.AddrFromSlice(conn.LocalAddr().(*net.UDPAddr).IP)
+	if t.Interface != "" && !leadsTo(t.Interface, addr) {
+		return netip.Addr{}, errs.AtStep(errs.StepRoute, fmt.Errorf("steadymqtt: no route to %s via %s in the routing table (the kernel would look for it on the link itself): %w",
+			addr, t.Interface, &errs.SourceError{Kind: errs.NoRoute, From: from, Err: syscall.ENETUNREACH}))
+	}
 	return local.Unmap(), nil
+}
+
+// leadsTo reports whether the main routing table sends addr out of iface,
+// or cannot be read (then the kernel's answer stands).
+func leadsTo(iface string, addr netip.Addr) bool {
+	routes, ok := routesVia(iface)
+	if !ok {
+		return true
+	}
+	for _, p := range routes {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }

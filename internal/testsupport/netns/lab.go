@@ -38,6 +38,8 @@ type Lab struct {
 	Dir            string
 	MosquittoLog   string
 	mosquitto      *exec.Cmd
+	etcDir         string // /etc/netns/<Client>, when WriteEtc made it
+	madeEtcNetns   bool   // and /etc/netns itself
 }
 
 // ErrUnavailable means network namespaces cannot be made here.
@@ -188,4 +190,69 @@ func (l *Lab) Close() {
 	}
 	_ = exec.Command("ip", "netns", "del", l.Client).Run()
 	_ = exec.Command("ip", "netns", "del", l.Broker).Run()
+	l.removeEtc()
+}
+
+// etcNetns is where `ip netns exec NAME` finds the files it bind-mounts
+// over /etc for the process it runs: /etc/netns/NAME/resolv.conf becomes
+// that process's /etc/resolv.conf.
+const etcNetns = "/etc/netns"
+
+// WriteEtc writes a file (resolv.conf, hosts, ...) that processes run in
+// the client namespace with `ip netns exec` see in /etc instead of the
+// host's. It must be written before they start; Close removes it.
+func (l *Lab) WriteEtc(name, content string) error {
+	if name == "" || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("netns: %q is not a file name in /etc", name)
+	}
+	removeStaleEtc()
+	dir := filepath.Join(etcNetns, l.Client)
+	if _, err := os.Stat(etcNetns); errors.Is(err, os.ErrNotExist) {
+		l.madeEtcNetns = true
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	l.etcDir = dir
+	return os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
+}
+
+// WriteResolvConf gives the client namespace its own /etc/resolv.conf.
+func (l *Lab) WriteResolvConf(lines ...string) error {
+	return l.WriteEtc("resolv.conf", strings.Join(lines, "\n")+"\n")
+}
+
+// removeEtc removes what WriteEtc made: its directory, and /etc/netns
+// if it made that too and nothing else is in it now.
+func (l *Lab) removeEtc() {
+	if l.etcDir == "" {
+		return
+	}
+	_ = os.RemoveAll(l.etcDir)
+	l.etcDir = ""
+	if l.madeEtcNetns {
+		_ = os.Remove(etcNetns) // fails, harmlessly, while other namespaces have files there
+	}
+}
+
+// removeStaleEtc removes the /etc/netns directories of labs whose creating
+// process is gone.
+func removeStaleEtc() {
+	entries, err := os.ReadDir(etcNetns)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		parts := strings.Split(e.Name(), "-")
+		if len(parts) != 4 || parts[0] != "smq" {
+			continue
+		}
+		if pid, err := strconv.Atoi(parts[2]); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + parts[2]); err == nil {
+			continue // still running
+		}
+		_ = os.RemoveAll(filepath.Join(etcNetns, e.Name()))
+	}
 }

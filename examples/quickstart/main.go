@@ -1,10 +1,14 @@
 // Command quickstart shows steadymqtt in a minute: it connects, prints
 // every state change, subscribes and publishes, keeps publishing while the
 // broker is down and delivers once it is back, and prints the health
-// snapshot.
+// snapshot. Meanwhile it serves the status page (steadymqtt.StatusHandler)
+// on a loopback port and prints its URL; with -wait it pauses at each step
+// so the reconnect can be watched there.
 //
 //	go run ./examples/quickstart                          # embedded broker
+//	go run ./examples/quickstart -wait 10s                # time to watch the status page
 //	go run ./examples/quickstart -broker tcp://host:1883  # a real one
+//	go run ./examples/quickstart -status :8080            # the page on a port of your choice; "" for none
 //
 // The embedded broker comes from the public test kit
 // github.com/steadymqtt/steadymqtt/mqtttest, which a gateway's own tests
@@ -18,7 +22,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"time"
 
 	"github.com/steadymqtt/steadymqtt"
@@ -30,16 +37,30 @@ const (
 	offline   = 3 // messages published while the broker is down
 )
 
+// options are the command's flags.
+type options struct {
+	broker string        // "" starts an embedded broker
+	status string        // where to serve the status page; "" for nowhere
+	wait   time.Duration // pause at each step, to watch the status page
+}
+
 func main() {
-	brokerURL := flag.String("broker", "", "broker URL (default: start an embedded broker on a loopback port)")
+	var o options
+	flag.StringVar(&o.broker, "broker", "", "broker URL (default: start an embedded broker on a loopback port)")
+	flag.StringVar(&o.status, "status", "127.0.0.1:0", `address of the status page ("" for none)`)
+	flag.DurationVar(&o.wait, "wait", 0, "pause this long at each step to watch the status page (Ctrl-C ends a pause)")
 	flag.Parse()
-	if err := run(os.Stdout, *brokerURL); err != nil {
+	interrupted, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(interrupted, os.Stdout, o); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out io.Writer, url string) error {
+// run is the demo; an end of interrupted cuts the pauses short.
+func run(interrupted context.Context, out io.Writer, o options) error {
+	url := o.broker
 	var embedded *mqtttest.Broker
 	if url == "" {
 		var err error
@@ -60,6 +81,31 @@ func run(out io.Writer, url string) error {
 	if err != nil {
 		return err
 	}
+	defer client.Close(context.Background()) // on the error paths; closing twice is harmless
+
+	// The status page, made before Connect so that it sees every event.
+	if o.status != "" {
+		page, err := serveStatus(o.status, client)
+		if err != nil {
+			return err
+		}
+		defer page.Close()
+		fmt.Fprintln(out, "status page:", page.url)
+		if o.wait == 0 && embedded != nil {
+			fmt.Fprintln(out, "  (to watch the reconnect there: go run ./examples/quickstart -wait 10s)")
+		}
+	}
+	pause := func(what string) {
+		if o.wait <= 0 {
+			return
+		}
+		fmt.Fprintf(out, "pausing %v: %s\n", o.wait, what)
+		select {
+		case <-time.After(o.wait):
+		case <-interrupted.Done():
+		}
+	}
+
 	lost := make(chan struct{}, 1)
 	client.OnStateChange(func(ev steadymqtt.Event) {
 		line := fmt.Sprintf("event #%d: %s → %s", ev.Seq, ev.From, ev.To)
@@ -75,7 +121,7 @@ func run(out io.Writer, url string) error {
 		}
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+3*o.wait)
 	defer cancel()
 	if err := client.Connect(ctx); err != nil {
 		return err
@@ -91,11 +137,13 @@ func run(out io.Writer, url string) error {
 	if err := receive(ctx, out, got, 1); err != nil {
 		return err
 	}
+	pause("connected: the page shows the link, its round trip and the first events")
 
 	if embedded != nil {
-		if err := publishThroughOutage(ctx, out, client, embedded, lost, got); err != nil {
+		if err := publishThroughOutage(ctx, out, client, embedded, lost, got, pause); err != nil {
 			return err
 		}
+		pause("connected again: the page shows the reconnect and why the link was lost")
 	}
 
 	h, _ := json.MarshalIndent(client.Health(), "", "  ")
@@ -107,7 +155,7 @@ func run(out io.Writer, url string) error {
 // messages wait in the outbox), starts it again, and shows the outbox
 // drain and the messages arrive.
 func publishThroughOutage(ctx context.Context, out io.Writer, client *steadymqtt.Client, b *mqtttest.Broker,
-	lost <-chan struct{}, got <-chan steadymqtt.Message) error {
+	lost <-chan struct{}, got <-chan steadymqtt.Message, pause func(string)) error {
 	fmt.Fprintln(out, "stopping the broker…")
 	b.Stop()
 	select {
@@ -129,6 +177,7 @@ func publishThroughOutage(ctx context.Context, out io.Writer, client *steadymqtt
 	}
 	h := client.Health()
 	fmt.Fprintf(out, "broker down: state %s, outbox %d (the messages wait for the broker)\n", h.State, h.Outbox)
+	pause("the broker is down: the page shows the client reconnecting, the failed attempts and the outbox")
 
 	fmt.Fprintln(out, "starting the broker again…")
 	if err := b.Restart(); err != nil {
@@ -149,6 +198,34 @@ func publishThroughOutage(ctx context.Context, out io.Writer, client *steadymqtt
 	fmt.Fprintf(out, "broker back: all %d acknowledged, outbox %d\n", offline, client.Health().Outbox)
 	return receive(ctx, out, got, offline)
 }
+
+// statusServer serves the status page for the demo's client.
+type statusServer struct {
+	srv *http.Server
+	url string
+}
+
+// serveStatus serves steadymqtt.StatusHandler on addr, under /mqtt/ to show
+// how it mounts under a prefix of an application's own web UI.
+func serveStatus(addr string, client *steadymqtt.Client) (*statusServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("status page: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/mqtt/", http.StripPrefix("/mqtt", steadymqtt.StatusHandler(client)))
+	mux.Handle("/{$}", http.RedirectHandler("/mqtt/", http.StatusFound))
+	s := &statusServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	go func() { _ = s.srv.Serve(ln) }()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost" // listening on every address: any of them will do
+	}
+	s.url = "http://" + net.JoinHostPort(host, port) + "/mqtt/"
+	return s, nil
+}
+
+func (s *statusServer) Close() error { return s.srv.Close() }
 
 // waitOutbox waits until the outbox holds n messages.
 func waitOutbox(ctx context.Context, client *steadymqtt.Client, n int) error {

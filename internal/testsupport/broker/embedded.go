@@ -86,7 +86,7 @@ func (e *Embedded) Start() error {
 		}
 		e.addr = net.JoinHostPort(strings.TrimSuffix(e.addr, ":0"), strconv.Itoa(port))
 	}
-	lc := listeners.Config{ID: "l", Address: e.addr, TLSConfig: e.tls}
+	lc := listeners.Config{ID: listenerID, Address: e.addr, TLSConfig: e.tls}
 	var l listeners.Listener = listeners.NewTCP(lc)
 	if e.websocket {
 		l = listeners.NewWebsocket(lc)
@@ -106,6 +106,9 @@ func (e *Embedded) Start() error {
 	return nil
 }
 
+// listenerID names the one listener of an embedded broker.
+const listenerID = "l"
+
 // Stop closes the broker and every client connection.
 func (e *Embedded) Stop() error {
 	e.mu.Lock()
@@ -113,9 +116,35 @@ func (e *Embedded) Stop() error {
 	if e.server == nil {
 		return nil
 	}
-	err := e.server.Close()
+	// mochi 2.7.9 can deadlock in Server.Close when a client goes away
+	// meanwhile (mochi #488: GetByListener takes its read lock twice, and a
+	// client's removal waits between the two). Closing the listener first,
+	// with the clients stopped through GetAll, leaves Close a listener
+	// already closed, for which it does not look the clients up again.
+	s := e.server
+	s.Listeners.Close(listenerID, func(string) {
+		for _, cl := range s.Clients.GetAll() {
+			_ = s.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	})
+	// The WebSocket listener looks its clients up at every Close: let the
+	// removals finish first.
+	for deadline := time.Now().Add(2 * time.Second); e.websocket && connected(s) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	err := s.Close()
 	e.server = nil
 	return err
+}
+
+// connected reports whether a network client is still being removed.
+func connected(s *mqtt.Server) bool {
+	for _, cl := range s.Clients.GetAll() {
+		if !cl.Net.Inline {
+			return true
+		}
+	}
+	return false
 }
 
 // Addr is host:port of the listener.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/steadymqtt/steadymqtt/internal/bus"
 	"github.com/steadymqtt/steadymqtt/internal/engine"
@@ -128,8 +129,11 @@ func (c *Client) Connect(ctx context.Context) error {
 	if !c.started {
 		c.started = true
 		// Logging is a subscriber like any other, so a slow log sink can
-		// never hold up a state change or a Health call.
-		c.bus.Subscribe(c.logEvent, nil)
+		// never hold up a state change or a Health call; a logger that
+		// writes nothing (the default) costs no subscriber at all.
+		if c.log.Core().Enabled(zapcore.WarnLevel) {
+			c.bus.Subscribe(c.logEvent, nil)
+		}
 		c.m.begin()
 		if c.salvaged != nil {
 			c.m.notice(KindOutboxSalvaged, c.salvaged, "", "")

@@ -42,11 +42,9 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		KeepAlive: m.cfg.KeepAlive, DegradedRTT: m.cfg.DegradedRTT, Clock: m.cfg.Clock,
 		Upload: func() (tcpstat.Stat, bool) { return tcpstat.Read(sock) },
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		keepalive.Run(ka, conn, func(why error) { m.hooks.Degrade(epoch, why) }, end)
-	}()
+	if s, ok := sess.(interface{ KeepAlive() time.Duration }); ok && s.KeepAlive() > 0 {
+		ka.KeepAlive = s.KeepAlive() // an MQTT 5 broker's Server Keep Alive
+	}
 	if m.cfg.Picker.Watches() {
 		wg.Add(1)
 		go func() {
@@ -62,25 +60,42 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		}()
 	}
 
-	restoreErr := m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
-	if m.hooks.Announce != nil {
-		m.announce(u, ch, sess, conn)
+	// The setup of the connection runs beside the keepalive, and the
+	// keepalive runs here, on the manager's goroutine, until the connection
+	// ends or the manager stops: an idle connection costs no goroutine of
+	// its own for either.
+	type setup struct {
+		upAt       time.Time
+		restoreErr error
 	}
-	select {
-	case <-conn.Done():
-	default:
-		m.hooks.Up(epoch, conn, sess.SessionPresent())
-		upAt = m.cfg.Clock.Now()
-		// Whatever was registered while the first restore ran.
-		if err := m.hooks.Restore(m.stopCtx, sess, true); restoreErr == nil {
-			restoreErr = err
+	ready := make(chan setup, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var st setup
+		st.restoreErr = m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
+		if m.hooks.Announce != nil {
+			m.announce(u, ch, sess, conn)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.hooks.Serve(sess, conn, end)
-		}()
-	}
+		select {
+		case <-conn.Done():
+		default:
+			m.hooks.Up(epoch, conn, sess.SessionPresent())
+			st.upAt = m.cfg.Clock.Now()
+			// Whatever was registered while the first restore ran.
+			if err := m.hooks.Restore(m.stopCtx, sess, true); st.restoreErr == nil {
+				st.restoreErr = err
+			}
+			wg.Add(1) // before ready: wait() runs only after hold returned
+			go func() {
+				defer wg.Done()
+				m.hooks.Serve(sess, conn, end)
+			}()
+		}
+		ready <- st
+	}()
+	keepalive.Run(ka, conn, func(why error) { m.hooks.Degrade(epoch, why) }, m.stop)
+	st := <-ready
 	select {
 	case <-m.stop:
 		ctx, cancel := m.closeContext()
@@ -89,13 +104,14 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 			m.hooks.Farewell(ctx, sess)
 		}
 		cancel()
-		return upAt, nil, true, wait
-	case err := <-sess.Lost():
-		if cause := conn.Cause(); cause != nil {
-			err = cause
-		}
-		return upAt, lossError(u, err, conn, restoreErr), false, wait
+		return st.upAt, nil, true, wait
+	default:
 	}
+	err := <-sess.Lost() // the keepalive returned: the connection is closed
+	if cause := conn.Cause(); cause != nil {
+		err = cause
+	}
+	return st.upAt, lossError(u, err, conn, st.restoreErr), false, wait
 }
 
 // lossError says where in the life of the connection it ended: the step,

@@ -39,3 +39,29 @@ func TestFullJitterBackOffDoesNotOverflow(t *testing.T) {
 	}
 	require.Equal(t, time.Duration(1<<62), b.Ceiling())
 }
+
+// A short outage must not meet an interval that doubled faster than the
+// outage went on: the draws stay within twice the time since the first.
+func TestOutageFactorBoundsTheDraws(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := NewFullJitterBackOff(100*time.Millisecond, time.Minute)
+	b.OutageFactor, b.Now = 2, func() time.Time { return now }
+	for i := 0; i < 6; i++ { // the exponential ceiling reaches 3.2 s
+		require.LessOrEqual(t, b.NextBackOff(), 100*time.Millisecond, "no time has passed: Initial bounds it")
+	}
+	now = now.Add(time.Second)
+	var hi time.Duration
+	for k := 0; k < 500; k++ {
+		c := *b
+		d := c.NextBackOff()
+		require.LessOrEqual(t, d, 2*time.Second)
+		hi = max(hi, d)
+	}
+	require.Greater(t, hi, 1500*time.Millisecond, "still full jitter over the bound")
+	// A long outage meets the exponential ceiling again.
+	now = now.Add(time.Hour)
+	c := *b
+	require.LessOrEqual(t, c.NextBackOff(), b.Ceiling())
+	b.Reset()
+	require.LessOrEqual(t, b.NextBackOff(), 100*time.Millisecond, "a reset starts the outage again")
+}

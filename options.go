@@ -36,6 +36,9 @@ const (
 	// DefaultFailback is how long a more preferred interface must stay
 	// usable before the client moves back to it.
 	DefaultFailback = 30 * time.Second
+	// DefaultProtocol is the MQTT version spoken when WithProtocol is not
+	// given.
+	DefaultProtocol = ProtocolV311
 )
 
 // Defaults of the outbox, the publish path and the subscriptions.
@@ -88,6 +91,8 @@ type config struct {
 	handlerBacklog int
 	giveUpOn       []error
 	presence       string // WithPresence topic
+	protocol       Protocol
+	sessionExpiry  time.Duration // 0: the engine's default
 }
 
 // newConfig applies the options and validates the result.
@@ -122,6 +127,7 @@ func (c *config) dialConfig() manager.Config {
 		TLS: &c.tls, SourceIP: c.sourceIP,
 		Engine: paho311.Engine{}, Clock: c.clock, FixedOrder: c.fixedOrder,
 		Failback: c.brokerFailback, GiveUp: c.giveUp,
+		Protocol: c.protocol, SessionExpiry: c.sessionExpiry,
 	}
 }
 
@@ -152,6 +158,7 @@ func defaultConfig() *config {
 		keyCount:       DefaultKeyCount,
 		poisonAfter:    DefaultPoisonAfter,
 		handlerBacklog: DefaultHandlerBacklog,
+		protocol:       DefaultProtocol,
 	}
 }
 
@@ -178,7 +185,9 @@ func (c *config) validate() error {
 		c.will = presenceWill(c.presence, c.clientID)
 	}
 	if c.backoff == nil {
-		c.backoff = NewFullJitterBackOff(time.Second, 2*time.Minute)
+		b := NewFullJitterBackOff(time.Second, 2*time.Minute)
+		b.OutageFactor, b.Now = 2, c.clock.Now
+		c.backoff = b
 	}
 	return nil
 }
@@ -230,7 +239,8 @@ func WithConnectTimeout(d time.Duration) Option {
 // after every failed attempt and every loss, and Reset only after a
 // connection stayed up for the stable period (WithStableAfter). If
 // NextBackOff returns backoff.Stop the client gives up and closes with
-// ErrGaveUp. The default is NewFullJitterBackOff(time.Second, 2*time.Minute).
+// ErrGaveUp. The default is NewFullJitterBackOff(time.Second, 2*time.Minute)
+// with OutageFactor 2: no wait longer than twice the outage so far.
 func WithBackoff(b backoff.BackOff) Option {
 	return func(c *config) error {
 		if b == nil {

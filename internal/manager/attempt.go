@@ -48,10 +48,8 @@ func Target(cfg *Config, u *url.URL, ch netpick.Choice) dial.Target {
 	}
 }
 
-// Open is the way of every attempt from the chosen source to a session:
-// dial, observe, MQTT handshake, until ctx ends. The diagnosis takes the
-// same way, so that what it tests is what the client does.
-func Open(ctx context.Context, cfg *Config, u *url.URL, ch netpick.Choice) (engine.Session, *wire.Conn, error) {
+// open dials from ch, observes, and runs eng's MQTT handshake.
+func open(ctx context.Context, cfg *Config, eng engine.Engine, u *url.URL, ch netpick.Choice) (engine.Session, *wire.Conn, error) {
 	target := Target(cfg, u, ch)
 	raw, err := dial.Dial(ctx, target)
 	if err != nil {
@@ -59,10 +57,10 @@ func Open(ctx context.Context, cfg *Config, u *url.URL, ch netpick.Choice) (engi
 	}
 	conn := wire.NewConn(raw, cfg.Clock.Now)
 	user, pass := credentials(cfg, u)
-	sess, err := cfg.Engine.Connect(ctx, conn, engine.Options{
+	sess, err := eng.Connect(ctx, conn, engine.Options{
 		ClientID: cfg.ClientID, Username: user, Password: pass,
 		CleanSession: cfg.CleanSession, KeepAlive: cfg.KeepAlive, Will: cfg.Will,
-		OnMessage: cfg.OnMessage,
+		SessionExpiry: cfg.SessionExpiry, OnMessage: cfg.OnMessage, OnDisconnect: cfg.OnDisconnect,
 	})
 	if err != nil {
 		return nil, nil, handshakeError(cfg, target, conn, err)

@@ -47,7 +47,12 @@ type Config struct {
 	TLS            *dial.TLSOptions
 	SourceIP       net.IP
 	Picker         *netpick.Picker
-	Engine         engine.Engine
+	Engine         engine.Engine // MQTT 3.1.1
+	EngineV5       engine.Engine // MQTT 5; nil: 3.1.1 only
+	Protocol       Protocol
+	Learned        *Learned      // ProtocolAuto: brokers that refused MQTT 5
+	SessionExpiry  time.Duration // MQTT 5
+	OnDisconnect   func(*errs.ReasonCodeError, string)
 	Clock          clock.Clock
 	OnMessage      func(engine.Message)
 	// FixedOrder keeps the brokers in the order given instead of an order

@@ -27,14 +27,21 @@ type Message struct {
 func (m *Message) size() int { return len(m.Topic) + len(m.Payload) + len(m.Key) }
 
 // digest identifies a message's content, to tell a retry from a different
-// message that reuses a key.
+// message that reuses a key. Only a key is ever compared by it, so a message
+// without one has none (the zero value): hashing every payload would cost
+// each publish for nothing. On disk a digest is kept only in the record of
+// a delivered key, as it always was: a file written before keeps its
+// meaning.
 func (m *Message) digest() [sha256.Size]byte {
+	var d [sha256.Size]byte
+	if m.Key == "" {
+		return d
+	}
 	h := sha256.New()
 	h.Write([]byte{m.QoS, boolByte(m.Retain)})
 	h.Write([]byte(m.Topic))
 	h.Write([]byte{0})
 	h.Write(m.Payload)
-	var d [sha256.Size]byte
 	h.Sum(d[:0])
 	return d
 }
@@ -50,8 +57,8 @@ func boolByte(b bool) byte {
 type Entry struct {
 	Message
 	seq      uint64
-	digest   [sha256.Size]byte
-	ready    bool // on disk (or in memory only): may be sent
+	digest   [sha256.Size]byte // zero without a key
+	ready    bool              // on disk (or in memory only): may be sent
 	inflight bool
 	removed  bool
 	// Strikes counts connections that the broker closed right after this

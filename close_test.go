@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/steadymqtt/steadymqtt/mqtttest"
 )
 
 func TestCloseErrorCountsWhatWasLeft(t *testing.T) {
@@ -74,4 +76,25 @@ func TestCloseWithNothingLeftIsNil(t *testing.T) {
 	require.NoError(t, c.Close(t.Context()))
 	require.NoError(t, d.Err(), "Close flushed it")
 	require.EqualValues(t, 1, c.Stats().Acknowledged[1])
+}
+
+// A shutdown with a deadline on a link that stopped answering must still
+// learn what was left: the flush leaves Close time to say it.
+func TestCloseWithADeadlineOnAFrozenLinkCounts(t *testing.T) {
+	leakCheck(t)
+	b := mqtttest.NewBroker(t)
+	c, err := New(WithBroker(b.URL()), WithKeepAlive(30*time.Second))
+	require.NoError(t, err)
+	connect(t, c)
+	b.Freeze()
+	defer b.Thaw()
+	d := c.PublishAsync(t.Context(), "frozen/t", []byte("x"), WithQoS(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	err = c.Close(ctx)
+	var ce *CloseError
+	require.True(t, errors.As(err, &ce), "Close said %v", err)
+	require.Equal(t, 1, ce.NotDelivered)
+	require.Contains(t, err.Error(), "1 message not delivered")
+	require.ErrorIs(t, d.Err(), ErrNotDelivered)
 }

@@ -36,7 +36,7 @@ var (
 	KeepaliveTimeout = errors.New("steadymqtt: keepalive timeout")
 	Degraded         = errors.New("steadymqtt: link degraded")
 	ConnectTimeout   = errors.New("steadymqtt: connect timeout")
-	GaveUp           = errors.New("steadymqtt: gave up reconnecting")
+	GaveUp           = errors.New("steadymqtt: gave up connecting")
 )
 
 // Publish outcomes.
@@ -253,10 +253,14 @@ type CloseError struct {
 }
 
 func (e *CloseError) Error() string {
-	if e.Durable {
-		return fmt.Sprintf("steadymqtt: close: %d messages not yet acknowledged; kept in the durable outbox for the next start", e.NotDelivered)
+	n := fmt.Sprintf("%d messages", e.NotDelivered)
+	if e.NotDelivered == 1 {
+		n = "1 message"
 	}
-	return fmt.Sprintf("steadymqtt: close: %d messages not delivered (lost: the outbox is in memory)", e.NotDelivered)
+	if e.Durable {
+		return "steadymqtt: close: " + n + " not yet acknowledged; kept in the durable outbox for the next start"
+	}
+	return "steadymqtt: close: " + n + " not delivered (lost: the outbox is in memory)"
 }
 
 // Is makes errors.Is(err, NotDelivered) true.

@@ -170,8 +170,12 @@ const flushTimeout = 5 * time.Second
 // deadline, so that a broker that never acknowledges cannot hold Close.
 func (m *Manager) closeContext() (context.Context, context.CancelFunc) {
 	ctx := m.hooks.CloseContext()
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		// The flush leaves a fifth of the time (at most 500 ms) for the
+		// rest of the shutdown, so that Close can still say, within its
+		// deadline, what was not delivered.
+		margin := min(time.Until(dl)/5, 500*time.Millisecond)
+		return context.WithDeadline(ctx, dl.Add(-margin))
 	}
 	return context.WithTimeout(ctx, flushTimeout)
 }

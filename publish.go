@@ -27,6 +27,7 @@ type publishConfig struct {
 	qos    byte
 	retain bool
 	key    string
+	props  *Properties
 }
 
 // WithQoS sets the quality of service: 0 (default), 1 or 2.
@@ -125,9 +126,9 @@ func (c *Client) submit(ctx context.Context, topicName string, payload []byte, o
 	if err := c.checkSize(topicName, len(payload), p, sealed); err != nil {
 		return resolved(p.key, err)
 	}
-	if sealed {
-		payload = keyenvelope.Seal(p.key, payload)
-	}
+	// The key is sealed into the payload (3.1.1 with WithKeyEnvelope) or
+	// carried as a user property (MQTT 5) by the sender, once the
+	// connection's protocol is known; the outbox keeps the payload as given.
 	if p.qos == 0 && !c.cfg.queueQoS0 {
 		if p.key == "" {
 			return c.publishNow(topicName, payload, p)
@@ -141,7 +142,7 @@ func (c *Client) submit(ctx context.Context, topicName string, payload []byte, o
 	}
 	// The outbox keeps the payload until it is acknowledged, maybe long
 	// after Publish returned: it must not see the caller reuse its buffer.
-	m := outbox.Message{Topic: topicName, Payload: bytes.Clone(payload), QoS: p.qos, Retain: p.retain, Key: p.key}
+	m := outbox.Message{Topic: topicName, Payload: bytes.Clone(payload), QoS: p.qos, Retain: p.retain, Key: p.key, Props: p.props.engine()}
 	res, err := c.outbox.Add(m)
 	for _, d := range res.Dropped {
 		c.stats.dropped[d.QoS].Add(1)
@@ -229,7 +230,7 @@ func (c *Client) publishNow(topicName string, payload []byte, p publishConfig) *
 		return resolved("", ErrNotConnected)
 	}
 	c.stats.published[0].Add(1)
-	pend := sess.Publish(engine.Message{Topic: topicName, Payload: payload, Retain: p.retain})
+	pend := sess.Publish(engine.Message{Topic: topicName, Payload: payload, Retain: p.retain, Props: p.props.engine()})
 	done := make(chan struct{})
 	var err error
 	d := &Delivery{done: done, result: func() error { return err }, written: pend.Done()}

@@ -16,6 +16,11 @@ type Message struct {
 	QoS       byte
 	Retained  bool
 	Duplicate bool
+	// Properties are the MQTT 5 properties; nil on MQTT 3.1.1.
+	Properties *Properties
+	// Key is the publisher's idempotency key when an MQTT 5 publisher sent
+	// it (as a user property); envelope.DedupeHandler drops repeats by it.
+	Key string
 }
 
 // MessageHandler receives the messages of one subscription, in order, on
@@ -56,7 +61,9 @@ func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Messa
 		return ErrClosed
 	}
 	deliver := func(m engine.Message) {
-		h(Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retained: m.Retain, Duplicate: m.Duplicate})
+		props, key := fromEngine(m.Props)
+		h(Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retained: m.Retain, Duplicate: m.Duplicate,
+			Properties: props, Key: key})
 	}
 	undo, err := c.subs.Add(filter, qos, deliver)
 	if err != nil {

@@ -29,6 +29,12 @@ func Open(payload []byte) (key string, body []byte, ok bool) { return keyenvelop
 func DedupeHandler(window int, h steadymqtt.MessageHandler) steadymqtt.MessageHandler {
 	seen := keyenvelope.NewDedupe(window)
 	return func(m steadymqtt.Message) {
+		if m.Key != "" { // MQTT 5: the key came as a user property
+			if seen.PassKey(m.Key) {
+				h(m)
+			}
+			return
+		}
 		body, ok := seen.Pass(m.Payload)
 		if !ok {
 			return

@@ -64,10 +64,20 @@ func (d *Dedupe) Pass(payload []byte) ([]byte, bool) {
 	if !ok {
 		return payload, true
 	}
+	return body, d.PassKey(key)
+}
+
+// UserProperty is the MQTT 5 user property that carries a message's
+// idempotency key in place of the envelope.
+const UserProperty = "steadymqtt-key"
+
+// PassKey reports whether a message with key should be handed on: false
+// when key is among the last keys seen.
+func (d *Dedupe) PassKey(key string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, dup := d.seen[key]; dup {
-		return nil, false
+		return false
 	}
 	if len(d.seen) == d.window {
 		delete(d.seen, d.ring[d.next])
@@ -75,5 +85,5 @@ func (d *Dedupe) Pass(payload []byte) ([]byte, bool) {
 	d.seen[key] = struct{}{}
 	d.ring[d.next] = key
 	d.next = (d.next + 1) % d.window
-	return body, true
+	return true
 }

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/steadymqtt/steadymqtt/internal/engine"
 )
 
 // Message is what a publisher handed over.
@@ -21,10 +23,11 @@ type Message struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
-	Key     string // idempotency key, "" for none
+	Key     string             // idempotency key, "" for none
+	Props   *engine.Properties // MQTT 5 properties, nil for none
 }
 
-func (m *Message) size() int { return len(m.Topic) + len(m.Payload) + len(m.Key) }
+func (m *Message) size() int { return len(m.Topic) + len(m.Payload) + len(m.Key) + propsSize(m.Props) }
 
 // digest identifies a message's content, to tell a retry from a different
 // message that reuses a key. Only a key is ever compared by it, so a message
@@ -42,6 +45,10 @@ func (m *Message) digest() [sha256.Size]byte {
 	h.Write([]byte(m.Topic))
 	h.Write([]byte{0})
 	h.Write(m.Payload)
+	if m.Props != nil { // a message without properties keeps the digest it always had
+		h.Write([]byte{0})
+		h.Write(encodeProps(nil, m.Props))
+	}
 	h.Sum(d[:0])
 	return d
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/steadymqtt/steadymqtt/internal/engine"
 )
 
 func cfg(dir string) Config {
@@ -282,4 +284,18 @@ func TestDurableKeyWindowAcrossReopen(t *testing.T) {
 	require.False(t, r.Settled, "a key older than the window is not loaded")
 	require.NotNil(t, r.Entry)
 	require.Equal(t, 1, o.Len())
+}
+
+func TestPropertiesSurviveTheDisk(t *testing.T) {
+	props := &engine.Properties{ContentType: "application/json", ResponseTopic: "r/1", CorrelationData: []byte{1, 2},
+		MessageExpiry: 90 * time.Second, User: []engine.UserProperty{{Key: "a", Value: "1"}, {Key: "a", Value: "2"}}}
+	m := Message{Topic: "t", Payload: []byte("p"), QoS: 1, Key: "k", Props: props}
+	got, err := decode(encode(&m))
+	require.NoError(t, err)
+	require.Equal(t, m, got)
+	plain := Message{Topic: "t", Payload: []byte("p"), QoS: 2, Retain: true}
+	got, err = decode(encode(&plain))
+	require.NoError(t, err)
+	require.Equal(t, plain, got)
+	require.Nil(t, got.Props)
 }

@@ -363,18 +363,28 @@ func (s *store) close() error {
 	return err
 }
 
-// encode: qos, retain, uvarint len + key, uvarint len + topic, payload.
+// encode: qos, flags (1: retain, 2: properties follow the topic), uvarint
+// len + key, uvarint len + topic, [uvarint len + properties], payload. A
+// record without properties is what every earlier version wrote.
 func encode(m *Message) []byte {
-	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+len(m.Key)+len(m.Topic)+len(m.Payload))
+	b := make([]byte, 0, 3+3*binary.MaxVarintLen64+len(m.Key)+len(m.Topic)+len(m.Payload)+propsSize(m.Props))
 	var flags byte
 	if m.Retain {
-		flags = 1
+		flags |= 1
+	}
+	if m.Props != nil {
+		flags |= 2
 	}
 	b = append(b, m.QoS, flags)
 	b = binary.AppendUvarint(b, uint64(len(m.Key)))
 	b = append(b, m.Key...)
 	b = binary.AppendUvarint(b, uint64(len(m.Topic)))
 	b = append(b, m.Topic...)
+	if m.Props != nil {
+		p := encodeProps(nil, m.Props)
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+	}
 	return append(b, m.Payload...)
 }
 
@@ -387,10 +397,11 @@ func decode(b []byte) (Message, error) {
 	if len(b) < 2 {
 		return Message{}, fmt.Errorf("%w: %d bytes", errCorrupt, len(b))
 	}
-	if b[0] > 2 || b[1]&^1 != 0 {
+	if b[0] > 2 || b[1]&^3 != 0 {
 		return Message{}, fmt.Errorf("%w: QoS %d, flags %#x", errCorrupt, b[0], b[1])
 	}
 	m := Message{QoS: b[0], Retain: b[1]&1 != 0}
+	hasProps := b[1]&2 != 0
 	b = b[2:]
 	str := func(what string, limit int) (string, error) {
 		n, k := binary.Uvarint(b)
@@ -410,6 +421,15 @@ func decode(b []byte) (Message, error) {
 	}
 	if err := topic.Validate(m.Topic); err != nil {
 		return Message{}, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	if hasProps {
+		raw, err := str("properties", 1<<20)
+		if err != nil {
+			return Message{}, err
+		}
+		if m.Props, err = decodeProps([]byte(raw)); err != nil {
+			return Message{}, err
+		}
 	}
 	m.Payload = append([]byte(nil), b...)
 	return m, nil

@@ -28,10 +28,16 @@ type Config struct {
 	Outbox      *outbox.Outbox
 	InFlight    int
 	PoisonAfter int
+	// Envelope seals idempotency keys into the payload on MQTT 3.1.1
+	// (WithKeyEnvelope); MQTT 5 carries them as a user property.
+	Envelope bool
 	// Reports, each called on the sender's goroutines.
 	Acked       func(qos byte)
 	Redelivered func()
 	Poisoned    func(e *outbox.Entry, err error)
+	// Refused reports a message the broker refused for good (an MQTT 5
+	// reason code of 0x80 or more): its Publish returns that error.
+	Refused func(e *outbox.Entry, err error)
 	// Unconfirmed reports a message whose hand-off completed without its
 	// acknowledgement seen on the wire (paho #563): it is sent again on
 	// the next connection.
@@ -41,10 +47,23 @@ type Config struct {
 }
 
 // Sender serves one connection after another.
-type Sender struct{ cfg Config }
+type Sender struct {
+	cfg Config
+
+	// kept: messages an MQTT 5 session keeps across a loss, to be
+	// completed on a later connection (PUBREL, not a second PUBLISH); they
+	// stay in flight in the outbox until their Pending says how it ended.
+	keptMu sync.Mutex
+	kept   map[*outbox.Entry]engine.Pending
+	keptWG sync.WaitGroup
+}
 
 // New returns a sender.
-func New(cfg Config) *Sender { return &Sender{cfg: cfg} }
+func New(cfg Config) *Sender { return &Sender{cfg: cfg, kept: make(map[*outbox.Entry]engine.Pending)} }
+
+// survives is a Pending that can outlive its connection (MQTT 5 session
+// state): after the loss, true means its Done will carry the real outcome.
+type survives interface{ Survives() bool }
 
 // link is one live connection as the sender sees it.
 type link struct {
@@ -60,6 +79,10 @@ type link struct {
 // every message it took has an outcome or is back in the outbox.
 func (s *Sender) Run(sess engine.Session, conn *wire.Conn, end <-chan struct{}) {
 	l := &link{sess: sess, conn: conn, end: end}
+	// Kept messages whose outcome is already known (the new session had
+	// none of them) go back to their places before anything newer is
+	// taken, so the order holds.
+	s.settleKept(false)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	window := make(chan struct{}, s.cfg.InFlight)
@@ -80,7 +103,7 @@ func (s *Sender) Run(sess engine.Session, conn *wire.Conn, end <-chan struct{}) 
 			s.cfg.Redelivered()
 		}
 		acksBefore := sess.Acks()
-		p := sess.Publish(engine.Message{Topic: e.Topic, Payload: e.Payload, QoS: e.QoS, Retain: e.Retain})
+		p := sess.Publish(s.toWire(e, sess.Version()))
 		if p.Refused() && !l.closing() {
 			// The writer did not take it in time (a long write on a slow
 			// uplink). Nothing after it has been handed over: put it back
@@ -122,12 +145,21 @@ func (s *Sender) settle(l *link, e *outbox.Entry, p engine.Pending, acksBefore u
 			}
 			return
 		}
+		var rc *errs.ReasonCodeError
+		if errors.As(p.Err(), &rc) { // the broker said no: sending it again would not change that
+			s.refuse(e, p.Err())
+			return
+		}
 		if p.Err() == nil {
 			s.cfg.Unconfirmed(e)
 		}
 	default:
 	}
 	<-l.end // the connection is going away or gone
+	if sv, ok := p.(survives); ok && sv.Survives() {
+		s.keep(e, p)
+		return
+	}
 	// A strike only for the oldest message in flight, and only when the
 	// broker closed the connection with nothing acknowledged since it was
 	// sent: the messages behind it were collateral.
@@ -140,6 +172,77 @@ func (s *Sender) settle(l *link, e *outbox.Entry, p engine.Pending, acksBefore u
 		s.cfg.Poisoned(e, err)
 	}
 }
+
+func (s *Sender) refuse(e *outbox.Entry, err error) {
+	if ferr := s.cfg.Outbox.Fail(e, err); ferr != nil {
+		s.cfg.StoreFailed("recording a refused message failed", ferr)
+	}
+	if s.cfg.Refused != nil {
+		s.cfg.Refused(e, err)
+	}
+}
+
+// keep leaves e in flight while its session state completes it on a later
+// connection, and settles it when it is done.
+func (s *Sender) keep(e *outbox.Entry, p engine.Pending) {
+	s.keptMu.Lock()
+	s.kept[e] = p
+	s.keptMu.Unlock()
+	s.keptWG.Add(1)
+	go func() {
+		defer s.keptWG.Done()
+		<-p.Done()
+		s.settleOne(e)
+	}()
+}
+
+// settleKept settles the kept messages that are done (all of them when
+// wait is true, waiting for each).
+func (s *Sender) settleKept(wait bool) {
+	s.keptMu.Lock()
+	var done []*outbox.Entry
+	for e, p := range s.kept {
+		select {
+		case <-p.Done():
+			done = append(done, e)
+		default:
+		}
+	}
+	s.keptMu.Unlock()
+	for _, e := range done {
+		s.settleOne(e)
+	}
+	if wait {
+		s.keptWG.Wait()
+	}
+}
+
+// settleOne settles a kept message once, whoever comes first.
+func (s *Sender) settleOne(e *outbox.Entry) {
+	s.keptMu.Lock()
+	p, ok := s.kept[e]
+	delete(s.kept, e)
+	s.keptMu.Unlock()
+	if !ok {
+		return
+	}
+	var rc *errs.ReasonCodeError
+	switch {
+	case p.Acked():
+		s.cfg.Acked(e.QoS)
+		if err := s.cfg.Outbox.Ack(e); err != nil {
+			s.cfg.StoreFailed("recording an acknowledgement failed; the message may be sent again", err)
+		}
+	case errors.As(p.Err(), &rc):
+		s.refuse(e, p.Err())
+	default:
+		s.cfg.Outbox.Requeue(e, false)
+	}
+}
+
+// Wait waits for the kept messages to be settled; their engine must have
+// been closed, which ends every wait.
+func (s *Sender) Wait() { s.settleKept(true) }
 
 // oldestInFlight is the outbox's oldest in-flight message when the
 // connection ended, read once, before any of them goes back.

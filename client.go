@@ -13,6 +13,7 @@ import (
 
 	"github.com/steadymqtt/steadymqtt/internal/bus"
 	"github.com/steadymqtt/steadymqtt/internal/engine"
+	"github.com/steadymqtt/steadymqtt/internal/engine/paho5"
 	"github.com/steadymqtt/steadymqtt/internal/manager"
 	"github.com/steadymqtt/steadymqtt/internal/netpick"
 	"github.com/steadymqtt/steadymqtt/internal/outbox"
@@ -38,6 +39,9 @@ type Client struct {
 
 	salvaged error       // what WithOutboxSalvage did at New, reported once Connect starts
 	wasUp    atomic.Bool // a connection was up before: a session could have been kept
+
+	v5      *paho5.Engine   // MQTT 5 and its session state; nil with ProtocolV311
+	learned manager.Learned // brokers that refused MQTT 5
 
 	liveMu sync.Mutex
 	live   engine.Session // the session that is up, nil when none
@@ -96,6 +100,9 @@ func New(opts ...Option) (*Client, error) {
 	if n := ob.Len(); n > 0 {
 		c.log.Info("durable outbox: messages recovered from disk; they are sent once connected",
 			zap.String("dir", cfg.outboxDir), zap.Int("messages", n), zap.Int("bytes", ob.Bytes()))
+	}
+	if cfg.protocol != ProtocolV311 {
+		c.v5 = paho5.New()
 	}
 	c.subs = subs.New(c.subsConfig())
 	c.sender = sender.New(c.senderConfig())
@@ -223,6 +230,12 @@ func (c *Client) finish(final error) {
 	c.closed = true // also after giving up: Publish and Subscribe say ErrClosed
 	c.lifeMu.Unlock()
 	c.m.close(final)
+	if c.v5 != nil {
+		// Messages an MQTT 5 session kept for a next connection go back to
+		// the outbox first, to be reported (and kept on disk) with the rest.
+		_ = c.v5.Close()
+		c.sender.Wait()
+	}
 	unsent, err := c.outbox.Close(fmt.Errorf("%w: the client closed first", ErrNotDelivered))
 	if err != nil {
 		c.log.Error("closing the durable outbox", zap.Error(err))
@@ -260,7 +273,10 @@ func (c *Client) liveSession() engine.Session {
 // says what it means.
 func (c *Client) managerConfig() manager.Config {
 	mc := c.cfg.dialConfig()
-	mc.Picker, mc.OnMessage = c.picker, c.subs.Route
+	mc.Picker, mc.OnMessage, mc.Learned = c.picker, c.subs.Route, &c.learned
+	if c.v5 != nil {
+		mc.EngineV5 = c.v5
+	}
 	return mc
 }
 
@@ -298,7 +314,11 @@ func (c *Client) managerHooks() manager.Hooks {
 // session the broker no longer has is worth an event of its own: the
 // messages it would have queued while the client was away are gone.
 func (c *Client) up(epoch uint64, conn *wire.Conn, sessionPresent bool) {
-	if !c.m.up(epoch, conn, sessionPresent) {
+	proto := ProtocolV311
+	if s := c.liveSession(); s != nil && s.Version() == 5 {
+		proto = ProtocolV5
+	}
+	if !c.m.up(epoch, conn, sessionPresent, proto) {
 		return
 	}
 	again := c.wasUp.Swap(true)
@@ -331,7 +351,11 @@ func (c *Client) subsConfig() subs.Config {
 
 func (c *Client) senderConfig() sender.Config {
 	return sender.Config{
-		Outbox: c.outbox, InFlight: c.cfg.inFlight, PoisonAfter: c.cfg.poisonAfter,
+		Outbox: c.outbox, InFlight: c.cfg.inFlight, PoisonAfter: c.cfg.poisonAfter, Envelope: c.cfg.envelope,
+		Refused: func(e *outbox.Entry, err error) {
+			c.stats.failed[e.QoS].Add(1)
+			c.log.Warn("broker refused a message", zap.String("topic", e.Topic), zap.Error(err))
+		},
 		Acked:       func(qos byte) { c.stats.acknowledged[qos].Add(1) },
 		Redelivered: func() { c.stats.redelivered.Add(1) },
 		Poisoned: func(e *outbox.Entry, err error) {

@@ -526,8 +526,15 @@ func TestInteropPublishSubscribe(t *testing.T) {
 	for name, start := range brokers {
 		t.Run(name, func(t *testing.T) {
 			leakCheck(t)
-			c := newClient(t, WithBroker(start(t)), WithClientID("interop-"+name))
+			opts := []Option{WithBroker(start(t)), WithClientID("interop-" + name)}
+			if name == "nats" { // it speaks only 3.1.1: negotiation must land there
+				opts = append(opts, WithProtocol(ProtocolAuto))
+			}
+			c := newClient(t, opts...)
 			connect(t, c)
+			if name == "nats" {
+				require.Equal(t, ProtocolV311, c.Health().Protocol)
+			}
 			got := make(chan Message, 1)
 			require.NoError(t, c.Subscribe(t.Context(), "interop/+/data", 1, func(m Message) { got <- m }))
 			require.NoError(t, c.Publish(t.Context(), "interop/"+name+"/data", []byte("payload"), WithQoS(1)))

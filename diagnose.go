@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/steadymqtt/steadymqtt/internal/diagnose"
+	"github.com/steadymqtt/steadymqtt/internal/engine/paho5"
+	"github.com/steadymqtt/steadymqtt/internal/manager"
 )
 
 // A diagnosis walks one connection to each broker step by step, with the
@@ -58,17 +60,24 @@ func Diagnose(ctx context.Context, opts ...Option) Diagnosis {
 	if err != nil {
 		return optionsFailed(err)
 	}
-	return diagnose.Run(ctx, cfg.diagnoseConfig())
+	return cfg.diagnose(ctx)
 }
 
 // Diagnose walks a connection to each of the client's brokers with its
 // configuration, beside the running connection, which it leaves alone.
-func (c *Client) Diagnose(ctx context.Context) Diagnosis {
-	return diagnose.Run(ctx, c.cfg.diagnoseConfig())
-}
+func (c *Client) Diagnose(ctx context.Context) Diagnosis { return c.cfg.diagnose(ctx) }
 
-func (c *config) diagnoseConfig() diagnose.Config {
-	return diagnose.Config{Client: c.dialConfig(), Pick: c.pickConfig()}
+// diagnose walks with an MQTT 5 engine of its own: the client's keeps the
+// state of its live session.
+func (c *config) diagnose(ctx context.Context) Diagnosis {
+	dc := diagnose.Config{Client: c.dialConfig(), Pick: c.pickConfig()}
+	dc.Client.Learned = &manager.Learned{}
+	if c.protocol != ProtocolV311 {
+		v5 := paho5.New()
+		defer v5.Close()
+		dc.Client.EngineV5 = v5
+	}
+	return diagnose.Run(ctx, dc)
 }
 
 func optionsFailed(err error) Diagnosis {

@@ -26,8 +26,11 @@ var ChildPublisher = childPublisher
 
 func childPublisher(phase string) int {
 	url, dir := os.Getenv("STEADYMQTT_BROKER"), os.Getenv("STEADYMQTT_DIR")
-	if phase == "presence" {
+	switch phase {
+	case "presence":
 		return childPresence(url)
+	case "expiry-first", "expiry-second":
+		return childExpiry(phase, url, dir)
 	}
 	c, err := New(WithBroker(url), WithClientID("crash-child"), WithDurableOutbox(dir),
 		WithBackoff(backoff.NewConstantBackOff(50*time.Millisecond)))

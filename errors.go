@@ -174,6 +174,14 @@ type StepError = errs.StepError
 // Broker (redacted URL).
 type ConnectRefusedError = errs.ConnectRefusedError
 
+// ReasonCodeError is an MQTT 5 reason code of 0x80 or more from a CONNACK,
+// SUBACK, PUBACK, PUBREC, PUBCOMP or a server's DISCONNECT (Packet), with
+// the broker's reason string. It matches the sentinels of 3.1.1:
+// errors.Is(err, ErrNotAuthorized) for 0x87 (and 0x86 on CONNACK),
+// ErrBadCredentials for 0x86, ErrPayloadTooLarge for 0x95, and so on.
+// A Publish the broker refused returns it: the message is not sent again.
+type ReasonCodeError = errs.ReasonCodeError
+
 // CloseError is what Close returns when messages were left: how many, and
 // whether they are on disk (WithDurableOutbox) for the next start. It
 // matches ErrNotDelivered.

@@ -27,6 +27,9 @@ type Health struct {
 	// SessionPresent: the broker kept the session of the live connection
 	// (CONNACK session-present); false when not connected.
 	SessionPresent bool
+	// Protocol is what the last connection spoke (ProtocolV311 or
+	// ProtocolV5); ProtocolAuto before the first.
+	Protocol Protocol
 }
 
 // Health returns the current snapshot.
@@ -58,6 +61,7 @@ func (h Health) MarshalJSON() ([]byte, error) {
 		LastStep     string     `json:"last_error_step,omitempty"`
 		Outbox       int        `json:"outbox"`
 		Session      bool       `json:"session_present"`
+		Protocol     string     `json:"protocol,omitempty"`
 	}
 	o := out{
 		State: h.State, Since: h.Since, Broker: h.Broker, Interface: h.Interface,
@@ -75,6 +79,9 @@ func (h Health) MarshalJSON() ([]byte, error) {
 	}
 	if h.LastError != nil {
 		o.LastError = h.LastError.Error()
+	}
+	if h.Protocol != ProtocolAuto {
+		o.Protocol = h.Protocol.String()
 	}
 	return json.Marshal(o)
 }

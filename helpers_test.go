@@ -84,9 +84,24 @@ type restartable interface {
 	Stop() error
 }
 
+// protocolUnderTest is the MQTT version the tests' clients speak unless a
+// test says otherwise: STEADYMQTT_PROTOCOL=5 (or auto) runs the suite on
+// the MQTT 5 engine; the default is the library's.
+func protocolUnderTest() []Option {
+	switch os.Getenv("STEADYMQTT_PROTOCOL") {
+	case "5":
+		return []Option{WithProtocol(ProtocolV5)}
+	case "auto":
+		return []Option{WithProtocol(ProtocolAuto)}
+	case "3.1.1":
+		return []Option{WithProtocol(ProtocolV311)}
+	}
+	return nil
+}
+
 func newClient(t *testing.T, opts ...Option) *Client {
 	t.Helper()
-	c, err := New(opts...)
+	c, err := New(append(protocolUnderTest(), opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

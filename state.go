@@ -81,6 +81,7 @@ type machine struct {
 	// since the last packet is what an alert wants most then.
 	lastRTT    time.Duration
 	lastPacket time.Time
+	protocol   Protocol // of the last connection; ProtocolAuto before the first
 	changed    chan struct{}
 	publish    func(Event)
 }
@@ -118,6 +119,7 @@ func (m *machine) health() (Health, *wire.Conn) {
 		State: m.state, Since: m.since, Broker: m.broker, Interface: m.iface,
 		Attempt: m.attempt, LastError: m.lastErr, LastErrorStep: errs.StepOf(m.lastErr),
 		SessionPresent: m.present && m.state.Up(), RTT: m.lastRTT, LastPacketAt: m.lastPacket,
+		Protocol: m.protocol,
 	}, m.conn
 }
 
@@ -167,13 +169,13 @@ func (m *machine) failed(epoch uint64, err error, delay time.Duration) {
 }
 
 // up records a successful attempt.
-func (m *machine) up(epoch uint64, conn *wire.Conn, sessionPresent bool) bool {
+func (m *machine) up(epoch uint64, conn *wire.Conn, sessionPresent bool, proto Protocol) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if epoch != m.epoch || m.state == StateClosed {
 		return false
 	}
-	m.conn, m.present = conn, sessionPresent
+	m.conn, m.present, m.protocol = conn, sessionPresent, proto
 	m.emit(StateConnected, nil, 0) // the event still counts the failures before it
 	m.attempt = 0
 	return true

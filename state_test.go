@@ -70,7 +70,7 @@ type stateReport struct {
 
 var stateReports = []stateReport{
 	{"failed", func(m *machine, e uint64) { m.failed(e, errStaleTest, time.Second) }},
-	{"up", func(m *machine, e uint64) { m.up(e, nil, false) }},
+	{"up", func(m *machine, e uint64) { m.up(e, nil, false, ProtocolV311) }},
 	{"lost", func(m *machine, e uint64) { m.lost(e, errStaleTest, time.Second) }},
 	{"degrade", func(m *machine, e uint64) { m.degrade(e, errStaleTest) }},
 	{"recover", func(m *machine, e uint64) { m.degrade(e, nil) }},
@@ -122,7 +122,7 @@ var supersededSituations = []struct {
 		setup: func(m *machine) uint64 {
 			m.begin()
 			old := m.newAttempt("tcp://a:1883", "eth0")
-			m.up(old, nil, false)
+			m.up(old, nil, false, ProtocolV311)
 			m.lost(old, errLinkGone, 10*time.Millisecond)
 			m.newAttempt("tcp://a:1883", "wwan0")
 			return old
@@ -134,10 +134,10 @@ var supersededSituations = []struct {
 		setup: func(m *machine) uint64 {
 			m.begin()
 			old := m.newAttempt("tcp://a:1883", "eth0")
-			m.up(old, nil, false)
+			m.up(old, nil, false, ProtocolV311)
 			m.lost(old, errLinkGone, 10*time.Millisecond)
 			cur := m.newAttempt("tcp://a:1883", "wwan0")
-			m.up(cur, nil, false)
+			m.up(cur, nil, false, ProtocolV311)
 			return old
 		},
 		reports: []string{"failed", "up", "lost", "degrade"},
@@ -149,7 +149,7 @@ var supersededSituations = []struct {
 			old := m.newAttempt("tcp://a:1883", "eth0")
 			m.failed(old, errFirstTry, 10*time.Millisecond)
 			cur := m.newAttempt("tcp://b:1883", "wwan0")
-			m.up(cur, nil, false)
+			m.up(cur, nil, false, ProtocolV311)
 			return old
 		},
 		reports: []string{"failed", "up", "lost", "degrade"},
@@ -159,10 +159,10 @@ var supersededSituations = []struct {
 		setup: func(m *machine) uint64 {
 			m.begin()
 			old := m.newAttempt("tcp://a:1883", "eth0")
-			m.up(old, nil, false)
+			m.up(old, nil, false, ProtocolV311)
 			m.lost(old, errLinkGone, 10*time.Millisecond)
 			cur := m.newAttempt("tcp://a:1883", "wwan0")
-			m.up(cur, nil, false)
+			m.up(cur, nil, false, ProtocolV311)
 			m.degrade(cur, errSlowLink)
 			return old
 		},
@@ -192,7 +192,7 @@ func TestMachineIgnoresReportsAboutSupersededAttempts(t *testing.T) {
 				changed := before.changed
 
 				if rep.name == "up" {
-					require.False(t, m.up(stale, nil, false), "up about a superseded attempt must be refused")
+					require.False(t, m.up(stale, nil, false, ProtocolV311), "up about a superseded attempt must be refused")
 				} else {
 					rep.do(m.machine, stale)
 				}
@@ -242,7 +242,7 @@ var closedSituations = []struct {
 		setup: func(m *machine) uint64 {
 			m.begin()
 			e := m.newAttempt("tcp://a:1883", "eth0")
-			m.up(e, nil, false)
+			m.up(e, nil, false, ProtocolV311)
 			return e
 		},
 	},
@@ -251,7 +251,7 @@ var closedSituations = []struct {
 		setup: func(m *machine) uint64 {
 			m.begin()
 			e := m.newAttempt("tcp://a:1883", "eth0")
-			m.up(e, nil, false)
+			m.up(e, nil, false, ProtocolV311)
 			m.degrade(e, errSlowLink)
 			return e
 		},
@@ -261,7 +261,7 @@ var closedSituations = []struct {
 		setup: func(m *machine) uint64 {
 			m.begin()
 			e := m.newAttempt("tcp://a:1883", "eth0")
-			m.up(e, nil, false)
+			m.up(e, nil, false, ProtocolV311)
 			m.lost(e, errLinkGone, 10*time.Millisecond)
 			e = m.newAttempt("tcp://a:1883", "eth0")
 			m.failed(e, errFirstTry, 10*time.Millisecond)
@@ -294,7 +294,7 @@ func TestMachineIgnoresEveryReportAfterClose(t *testing.T) {
 			for _, rep := range stateReports {
 				for _, e := range epochs {
 					if rep.name == "up" {
-						require.False(t, m.up(e, nil, false), "up(%d) after close must be refused", e)
+						require.False(t, m.up(e, nil, false, ProtocolV311), "up(%d) after close must be refused", e)
 					} else {
 						rep.do(m.machine, e)
 					}
@@ -338,7 +338,7 @@ func TestMachineActsOnReportsAboutTheCurrentAttempt(t *testing.T) {
 		}, from: StateConnecting, to: StateConnecting, err: errFirstTry, attempt: 1, delay: 100 * time.Millisecond, broker: "tcp://a:1883", iface: "eth0"},
 		{do: func() {
 			e2 = m.newAttempt("tcp://b:1883", "wwan0")
-			require.True(t, m.up(e2, nil, false))
+			require.True(t, m.up(e2, nil, false, ProtocolV311))
 		}, from: StateConnecting, to: StateConnected, attempt: 1, broker: "tcp://b:1883", iface: "wwan0"},
 		{do: func() { m.degrade(e2, errSlowLink) }, from: StateConnected, to: StateDegraded, err: errSlowLink, broker: "tcp://b:1883", iface: "wwan0"},
 		{do: func() { m.degrade(e2, nil) }, from: StateDegraded, to: StateConnected, broker: "tcp://b:1883", iface: "wwan0"},
@@ -349,7 +349,7 @@ func TestMachineActsOnReportsAboutTheCurrentAttempt(t *testing.T) {
 		}, from: StateReconnecting, to: StateReconnecting, err: errFirstTry, attempt: 1, delay: 300 * time.Millisecond, broker: "tcp://a:1883", iface: "eth0"},
 		{do: func() {
 			e3 = m.newAttempt("tcp://a:1883", "eth0")
-			require.True(t, m.up(e3, nil, false))
+			require.True(t, m.up(e3, nil, false, ProtocolV311))
 		}, from: StateReconnecting, to: StateConnected, attempt: 1, broker: "tcp://a:1883", iface: "eth0"},
 		{do: func() { m.close(nil) }, from: StateConnected, to: StateClosed, broker: "tcp://a:1883", iface: "eth0"},
 	}

@@ -20,7 +20,30 @@ func (e *ReasonCodeError) Error() string {
 	if e.Reason != "" {
 		msg += ": " + e.Reason
 	}
+	if h := e.Hint(); h != "" {
+		msg += "; " + h
+	}
 	return msg
+}
+
+// Hint says what to check for a refused connection, "" otherwise.
+func (e *ReasonCodeError) Hint() string {
+	if e.Packet != "CONNACK" {
+		return ""
+	}
+	switch e.Code {
+	case 0x86, 0x87: // Mosquitto answers a wrong password with 0x87
+		return "check the user name and password (WithCredentials) and the broker's ACL for this client ID"
+	case 0x85:
+		return "check the client ID (length, characters)"
+	case 0x84:
+		return "the broker does not speak MQTT 5: use ProtocolAuto or ProtocolV311"
+	case 0x88, 0x89:
+		return "the broker is up but cannot serve clients now; it may be starting or overloaded"
+	case 0x9C, 0x9D:
+		return "the broker sends its clients to another server"
+	}
+	return ""
 }
 
 // Is matches the sentinels that MQTT 3.1.1 users already match: a v5

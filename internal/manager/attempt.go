@@ -95,6 +95,11 @@ func classifyHandshake(cfg *Config, t dial.Target, conn *wire.Conn, err error) e
 		refused.Broker = broker
 		return refused
 	}
+	var reason *errs.ReasonCodeError
+	if errors.As(err, &reason) {
+		reason.Broker = broker
+		return reason
+	}
 	if dial.IsTLS(t.URL) {
 		// A TLS 1.3 broker rejects a client certificate only after the
 		// client's side of the handshake is done: the alert (or the reset)

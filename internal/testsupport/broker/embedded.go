@@ -5,6 +5,7 @@ package broker
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -132,10 +133,23 @@ func (e *Embedded) Stop() error {
 	for deadline := time.Now().Add(2 * time.Second); e.websocket && connected(s) && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	err := s.Close()
 	e.server = nil
-	return err
+	// mochi 2.7.9 has a second such lock inversion in its in-flight table
+	// (Inflight.NextImmediate read-locks twice): a client stuck in it keeps
+	// Close waiting for ever. A stop that does not finish is reported, not
+	// waited for, so a test fails instead of hanging the run.
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		return ErrStuck
+	}
 }
+
+// ErrStuck is returned by Stop when the broker did not stop within 10 s.
+var ErrStuck = errors.New("embedded broker: mochi did not stop within 10 s (a lock inversion in mochi 2.7.9)")
 
 // connected reports whether a network client is still being removed.
 func connected(s *mqtt.Server) bool {

@@ -32,8 +32,8 @@ func childPublisher(phase string) int {
 	case "expiry-first", "expiry-second":
 		return childExpiry(phase, url, dir)
 	}
-	c, err := New(WithBroker(url), WithClientID("crash-child"), WithDurableOutbox(dir),
-		WithBackoff(backoff.NewConstantBackOff(50*time.Millisecond)))
+	c, err := New(append(protocolUnderTest(), WithBroker(url), WithClientID("crash-child"), WithDurableOutbox(dir),
+		WithBackoff(backoff.NewConstantBackOff(50*time.Millisecond)))...)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1

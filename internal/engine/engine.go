@@ -88,7 +88,9 @@ type Session interface {
 	// this connection: the sender tells a message after which the broker
 	// acknowledged nothing from one that was collateral.
 	Acks() uint64
-	// Lost delivers, once, why the connection ended.
+	// Lost delivers, once, why the connection ended; the connection is
+	// closed by then (the keepalive, which runs until it closes, is what
+	// the manager waits on).
 	Lost() <-chan error
 	// Version is the protocol level spoken: 4 (3.1.1) or 5.
 	Version() byte

@@ -46,6 +46,12 @@ func (s *fakeSession) ClientID() string                             { return "fa
 func (s *fakeSession) Acks() uint64                                 { return 0 }
 func (s *fakeSession) Lost() <-chan error                           { return s.lost }
 
+// kick ends the connection as an engine does: closed, then reported.
+func (s *fakeSession) kick(err error) {
+	_ = s.conn.Close()
+	s.lost <- err
+}
+
 type countingBackOff struct {
 	mu           sync.Mutex
 	next, resets int
@@ -138,7 +144,7 @@ func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
 	s := <-eng.sessions
 	<-ups
 	clk.Advance(30 * time.Second)
-	s.lost <- errors.New("kicked")
+	s.kick(errors.New("kicked"))
 	require.ErrorContains(t, <-losses, "kicked")
 	next, resets := bo.counts()
 	require.Equal(t, 1, resets)
@@ -148,7 +154,7 @@ func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
 	s = nextSession(t, clk, eng)
 	<-ups
 	clk.Advance(29 * time.Second) // not stable yet
-	s.lost <- errors.New("kicked again")
+	s.kick(errors.New("kicked again"))
 	<-losses
 	next, resets = bo.counts()
 	require.Equal(t, 1, resets, "a connection shorter than the stable period earns no reset")

@@ -118,6 +118,7 @@ func (s *session) options(ctx context.Context, o engine.Options) *mqtt.ClientOpt
 	})
 	po.SetCredentialsProvider(func() (string, string) { return o.Username, o.Password })
 	po.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		_ = s.conn.Close() // paho has closed it; the contract says so, whatever paho does
 		select {
 		case s.lost <- err:
 		default:

@@ -2,8 +2,9 @@
 // bad networks: IoT gateways on multi-homed hosts, edge collectors, fleet
 // agents.
 //
-// It wraps github.com/eclipse/paho.mqtt.golang (MQTT 3.1.1) and adds what
-// such services otherwise write by hand:
+// It wraps github.com/eclipse/paho.mqtt.golang (MQTT 3.1.1) and
+// github.com/eclipse/paho.golang (MQTT 5, WithProtocol) behind one API, and
+// adds what such services otherwise write by hand:
 //
 //   - one reconnect loop with exponential backoff and full jitter, reset
 //     only after a connection proved stable;
@@ -18,7 +19,11 @@
 //     outbox (optionally durable) while offline, and idempotency keys so a
 //     retry never sends twice;
 //   - TLS that is hard to get wrong, and classified errors for refusals,
-//     TLS failures and timeouts (errors.Is, errors.As).
+//     TLS failures and timeouts (errors.Is, errors.As), each naming the
+//     step of the connection it happened at (StepError);
+//   - a diagnosis that walks a connection step by step (Diagnose,
+//     cmd/mqttdoctor), presence, metrics (package steadyprom), a status
+//     page (StatusHandler) and a test broker (package mqtttest).
 //
 // # Connect and watch
 //

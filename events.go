@@ -36,6 +36,8 @@ const (
 
 var kindNames = [...]string{"state", "message-dropped", "poison-message", "handler-overflow", "session-lost", "outbox-salvaged"}
 
+// String names the kind: "state", "message-dropped", "poison-message",
+// "handler-overflow", "session-lost", "outbox-salvaged".
 func (k EventKind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
 		return kindNames[k]

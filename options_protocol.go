@@ -41,8 +41,8 @@ func WithProtocol(p Protocol) Option {
 // broker keeps a persistent session (WithCleanSession(false)) after the
 // connection ends, so that a gateway restarted within it finds its
 // subscriptions and queued messages. MQTT 3.1.1 brokers keep a persistent
-// session until they are told otherwise; on MQTT 5 the default for a
-// persistent session is DefaultSessionExpiry.
+// session until they are told otherwise; on MQTT 5 a persistent session
+// without WithSessionExpiry never expires, as on 3.1.1.
 func WithSessionExpiry(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Second || d > 0xFFFFFFFF*time.Second {

@@ -135,7 +135,11 @@ func (w *walk) checkRoundTrip(s *Step) {
 		if w.lost() {
 			cause = "the broker closed the connection right after a PUBLISH to " + topic
 		}
-		fail(s, p.Err(), cause, "the broker's ACL may forbid publishing there (some brokers disconnect for it); check its log")
+		err := p.Err()
+		if err == nil {
+			err = ctx.Err()
+		}
+		fail(s, err, cause, "the broker's ACL may forbid publishing there (some brokers disconnect for it); check its log")
 		return
 	}
 	s.Details = append(s.Details, fmt.Sprintf("PUBACK in %v", time.Since(sent).Round(time.Microsecond)))
@@ -197,7 +201,7 @@ func (w *walk) checkKeepalive(s *Step) {
 			s.Details = []string{"PINGRESP in " + ms(st.RTT)}
 			return
 		}
-		if !pause(ctx, 100*time.Microsecond) {
+		if !pause(ctx, time.Millisecond) {
 			fail(s, ctx.Err(), "no PINGRESP within the connect timeout",
 				"the broker or the path stopped answering; the client declares such a link dead within 1.5 × keepalive")
 			return

@@ -18,6 +18,7 @@ const (
 
 var statusNames = [...]string{"ok", "warning", "failed", "skipped"}
 
+// String is "ok", "warning", "failed" or "skipped".
 func (s Status) String() string {
 	if s >= 0 && int(s) < len(statusNames) {
 		return statusNames[s]

@@ -8,6 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // routesVia lists the destinations the main routing table sends out of
@@ -15,8 +18,12 @@ import (
 // read. A socket bound to an interface finds a "route" to every address:
 // with no entry the kernel looks for the address on the link itself, so
 // only the table tells whether the interface really leads there. Policy
-// routing tables (ip rule) are not read.
+// routing tables (ip rule) are not read: with rules of its own the host is
+// not judged by the main table (ok false).
 func routesVia(iface string) (routes []netip.Prefix, ok bool) {
+	if policyRouting() {
+		return nil, false
+	}
 	const reject = 0x0200 // RTF_REJECT: unreachable, prohibit, blackhole
 	if f, err := os.Open("/proc/net/route"); err == nil {
 		ok = true
@@ -75,4 +82,31 @@ func hexIPv4(s string) (netip.Addr, error) {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], uint32(v))
 	return netip.AddrFrom4(b), nil
+}
+
+// policyRouting reports whether the host has routing rules beyond the
+// three every Linux host has (local, main, default): then a route may
+// live in a table /proc does not show, and the table's silence proves
+// nothing.
+func policyRouting() bool {
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		rib, err := syscall.NetlinkRIB(unix.RTM_GETRULE, family)
+		if err != nil {
+			return true // cannot tell: do not claim there is no route
+		}
+		msgs, err := syscall.ParseNetlinkMessage(rib)
+		if err != nil {
+			return true
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.RTM_NEWRULE || len(m.Data) < unix.SizeofRtMsg {
+				continue
+			}
+			table := m.Data[4] // struct fib_rule_hdr: family, dst_len, src_len, tos, table
+			if table != unix.RT_TABLE_LOCAL && table != unix.RT_TABLE_MAIN && table != unix.RT_TABLE_DEFAULT {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -33,6 +33,9 @@ type StepError struct {
 }
 
 func (e *StepError) Error() string {
+	if e.Err == nil {
+		return "steadymqtt: [" + e.Step + "] failed"
+	}
 	return fmt.Sprintf("steadymqtt: [%s] %s", e.Step, strings.TrimPrefix(e.Err.Error(), "steadymqtt: "))
 }
 

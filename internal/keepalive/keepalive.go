@@ -140,7 +140,7 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 			}
 			idle = max(s.SinceReceived, s.SinceSent)
 		}
-		var why error
+		var why error // a StepError of the keepalive, like the loss it may lead to
 		switch {
 		case silence >= degradedAfter:
 			why = fmt.Errorf("%w: keepalive answer overdue, nothing received for %v",
@@ -148,7 +148,7 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 		case cfg.DegradedRTT > 0 && s.RTT > cfg.DegradedRTT:
 			why = fmt.Errorf("%w: keepalive round trip %v above the %v threshold", errs.Degraded, s.RTT, cfg.DegradedRTT)
 		}
-		degrade(why)
+		degrade(errs.AtStep(errs.StepKeepalive, why))
 		wasDegr = why != nil
 
 		next := min(deadAfter-silence, ceiling)

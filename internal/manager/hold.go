@@ -73,7 +73,11 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 	go func() {
 		defer wg.Done()
 		var st setup
-		st.restoreErr = m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession)
+		// A restore that failed because the connection went away says
+		// where it went; a refused subscription on a live one does not.
+		if err := m.hooks.Restore(m.stopCtx, sess, sess.SessionPresent() && !m.cfg.CleanSession); err != nil && closed(conn) {
+			st.restoreErr = err
+		}
 		if m.hooks.Announce != nil {
 			m.announce(u, ch, sess, conn)
 		}
@@ -83,7 +87,7 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 			m.hooks.Up(epoch, conn, sess.SessionPresent())
 			st.upAt = m.cfg.Clock.Now()
 			// Whatever was registered while the first restore ran.
-			if err := m.hooks.Restore(m.stopCtx, sess, true); st.restoreErr == nil {
+			if err := m.hooks.Restore(m.stopCtx, sess, true); err != nil && closed(conn) && st.restoreErr == nil {
 				st.restoreErr = err
 			}
 			wg.Add(1) // before ready: wait() runs only after hold returned
@@ -94,24 +98,48 @@ func (m *Manager) hold(u *url.URL, epoch uint64, ch netpick.Choice, sess engine.
 		}
 		ready <- st
 	}()
-	keepalive.Run(ka, conn, func(why error) { m.hooks.Degrade(epoch, why) }, m.stop)
+	degrade := func(why error) { m.hooks.Degrade(epoch, why) }
+	keepalive.Run(ka, conn, degrade, m.stop)
 	st := <-ready
 	select {
 	case <-m.stop:
+		// The flush may take a while on a dying link: the keepalive
+		// watches it meanwhile, on a goroutine of its own for that time.
+		flushed := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keepalive.Run(ka, conn, degrade, flushed)
+		}()
 		ctx, cancel := m.closeContext()
 		m.hooks.Flush(ctx, conn)
 		if m.hooks.Farewell != nil {
 			m.hooks.Farewell(ctx, sess)
 		}
 		cancel()
+		close(flushed)
 		return st.upAt, nil, true, wait
 	default:
 	}
-	err := <-sess.Lost() // the keepalive returned: the connection is closed
+	var err error
+	select {
+	case err = <-sess.Lost(): // the keepalive returned: the connection is closed
+	case <-m.stop: // an engine that never says: Close must still end
+		return st.upAt, nil, true, wait
+	}
 	if cause := conn.Cause(); cause != nil {
 		err = cause
 	}
 	return st.upAt, lossError(u, err, conn, st.restoreErr), false, wait
+}
+
+func closed(conn *wire.Conn) bool {
+	select {
+	case <-conn.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // lossError says where in the life of the connection it ended: the step,

@@ -77,6 +77,7 @@ func Open(ctx context.Context, cfg *Config, u *url.URL, ch netpick.Choice) (engi
 	return sess, conn, err
 }
 
+// String is "auto", "3.1.1" or "5".
 func (p Protocol) String() string {
 	switch p {
 	case ProtocolAuto:

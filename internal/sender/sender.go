@@ -145,8 +145,7 @@ func (s *Sender) settle(l *link, e *outbox.Entry, p engine.Pending, acksBefore u
 			}
 			return
 		}
-		var rc *errs.ReasonCodeError
-		if errors.As(p.Err(), &rc) { // the broker said no: sending it again would not change that
+		if refused(p.Err()) { // the broker said no: sending it again would not change that
 			s.refuse(e, p.Err())
 			return
 		}
@@ -199,7 +198,7 @@ func (s *Sender) keep(e *outbox.Entry, p engine.Pending) {
 // settleKept settles the kept messages that are done (all of them when
 // wait is true, waiting for each).
 func (s *Sender) settleKept(wait bool) {
-	s.keptMu.Lock()
+	s.keptMu.Lock() // also waits for a settlement under way
 	var done []*outbox.Entry
 	for e, p := range s.kept {
 		select {
@@ -217,27 +216,44 @@ func (s *Sender) settleKept(wait bool) {
 	}
 }
 
-// settleOne settles a kept message once, whoever comes first.
+// settleOne settles a kept message once, whoever comes first. The lock is
+// held until the outbox knows, so that a Run starting meanwhile finds the
+// message back in its place before it takes anything newer.
 func (s *Sender) settleOne(e *outbox.Entry) {
 	s.keptMu.Lock()
+	defer s.keptMu.Unlock()
 	p, ok := s.kept[e]
 	delete(s.kept, e)
-	s.keptMu.Unlock()
 	if !ok {
 		return
 	}
-	var rc *errs.ReasonCodeError
 	switch {
 	case p.Acked():
 		s.cfg.Acked(e.QoS)
 		if err := s.cfg.Outbox.Ack(e); err != nil {
 			s.cfg.StoreFailed("recording an acknowledgement failed; the message may be sent again", err)
 		}
-	case errors.As(p.Err(), &rc):
+	case refused(p.Err()):
 		s.refuse(e, p.Err())
 	default:
 		s.cfg.Outbox.Requeue(e, false)
 	}
+}
+
+// refused reports whether err is the broker's answer to the message itself
+// (a PUBACK, PUBREC or PUBCOMP reason code of 0x80 or more, or a PUBLISH
+// the CONNACK ruled out), not a connection that ended (a server DISCONNECT
+// carries a reason code too, and says nothing about this message).
+func refused(err error) bool {
+	var rc *errs.ReasonCodeError
+	if !errors.As(err, &rc) {
+		return false
+	}
+	switch rc.Packet {
+	case "PUBACK", "PUBREC", "PUBCOMP", "PUBLISH":
+		return true
+	}
+	return false
 }
 
 // Wait waits for the kept messages to be settled; their engine must have

@@ -209,7 +209,11 @@ func TestV5SessionSurvivesAGatewayRestart(t *testing.T) {
 		for i := 0; i < 3; i++ {
 			require.NoError(t, pub.Publish(t.Context(), "expiry/t", []byte(fmt.Sprint("while away ", i)), WithQoS(1)))
 		}
-		require.Equal(t, []string{"session=true", "while away 0", "while away 1", "while away 2"}, run("expiry-second"))
+		second := run("expiry-second")
+		require.Equal(t, "session=true", second[0])
+		// What the session queued is all there; mochi hands a resumed
+		// session's queue over in no particular order.
+		require.ElementsMatch(t, []string{"while away 0", "while away 1", "while away 2"}, second[1:])
 	})
 }
 

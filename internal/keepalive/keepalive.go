@@ -118,7 +118,7 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 			}
 		}
 		if silence >= deadAfter {
-			_ = conn.CloseWithError(fmt.Errorf("%w: nothing received from the broker for %v (keepalive %v)",
+			_ = conn.Abort(fmt.Errorf("%w: nothing received from the broker for %v (keepalive %v)",
 				errs.KeepaliveTimeout, silence.Round(time.Millisecond), ka))
 			return
 		}
@@ -130,7 +130,7 @@ func Run(cfg Config, conn *wire.Conn, degrade func(why error), stop <-chan struc
 		if idle >= pingAfter || recheck {
 			// The ping's own write may take no longer than the link has left.
 			if err := conn.SendPing(max(min(ka/4, deadAfter-silence), time.Millisecond)); err != nil && !errors.Is(err, wire.ErrBusy) {
-				_ = conn.CloseWithError(fmt.Errorf("%w: sending PINGREQ: %w", errs.KeepaliveTimeout, err))
+				_ = conn.Abort(fmt.Errorf("%w: sending PINGREQ: %w", errs.KeepaliveTimeout, err))
 				return
 			}
 			s = conn.Stats()

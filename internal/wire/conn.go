@@ -251,6 +251,26 @@ func (c *Conn) CloseWithError(cause error) error {
 	return c.Close()
 }
 
+// Abort is CloseWithError for a connection given up as dead: the kernel
+// drops what it still holds unsent (a reset, not a close that goes on
+// delivering the queue once the path heals), so that half of a message
+// given up on is not completed behind the client's back and then sent
+// again on the next connection.
+func (c *Conn) Abort(cause error) error {
+	var inner net.Conn = c.Conn
+	for {
+		n, ok := inner.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = n.NetConn()
+	}
+	if tc, ok := inner.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return c.CloseWithError(cause)
+}
+
 // Close closes the underlying connection once.
 func (c *Conn) Close() error {
 	err := net.ErrClosed

@@ -312,7 +312,15 @@ func (d *delayed) run() {
 	for {
 		select {
 		case c := <-d.queue:
-			time.Sleep(time.Until(c.at))
+			// The wait ends with the connection: a closed proxy leaves no
+			// goroutine behind.
+			t := time.NewTimer(time.Until(c.at))
+			select {
+			case <-t.C:
+			case <-d.done:
+				t.Stop()
+				return
+			}
 			_, err := d.Conn.Write(c.b)
 			d.held.Add(-1)
 			if err != nil {
